@@ -1,0 +1,137 @@
+"""Full backpropagation through time for any cell of the protocol (Werbos 1990).
+
+Forward runs the cell over the whole sequence and keeps every step's cache; backward walks the steps
+in reverse, carrying dL/d(state) from step t to step t-1 and summing the tied parameters' gradients
+over time (chapter "BPTT for the Elman network", the recursion for dL/dh_t).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .cells.base import Cell
+from .types import Array, Params, State
+from .validation import as_float_array, check_shape
+
+
+@dataclass(frozen=True)
+class SequenceCache:
+    """What ``forward`` keeps for ``backward``.
+
+    Attributes
+    ----------
+    steps : list
+        The cell's cache of every step, in time order (length T).
+    state0 : State
+        The initial state the sequence started from.
+    final_state : State
+        The state after the last step (to carry into the next chunk of a longer sequence).
+    """
+
+    steps: list[Any]
+    state0: State
+    final_state: State
+
+    @property
+    def batch(self) -> int:
+        return np.shape(self.state0 if isinstance(self.state0, np.ndarray) else self.state0[0])[0]
+
+
+def _check_cell(cell: object) -> Cell:
+    if not isinstance(cell, Cell):
+        raise ValueError(f"cell must be a companion.cells.Cell (Elman, Jordan, ...), got {type(cell).__name__}")
+    return cell
+
+
+def forward(cell: Cell, params: Params, xs: Array, state0: State | None = None) -> tuple[Array, SequenceCache]:
+    """Run ``cell`` over a sequence.
+
+    Parameters
+    ----------
+    cell : Cell
+        Any cell of ``companion.cells``.
+    params : dict
+        The cell's parameters (see ``cell.param_shapes()``).
+    xs : array, shape (T, B, n_in)
+        Inputs, time-major.
+    state0 : State, optional
+        Initial state, ``(B, n_hidden)`` (or a tuple for multi-part states); zeros if omitted.
+
+    Returns
+    -------
+    hs : array, shape (T, B, n_hidden)
+        The output h_t of every step (``hs[t - 1]`` is h_t in the book's 1-based time).
+    cache : SequenceCache
+        Every step's cache, the initial and the final state.
+    """
+    cell = _check_cell(cell)
+    params = cell.check_params(params)
+    xs = as_float_array(xs, "xs")
+    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
+    T, B = xs.shape[:2]
+    if T == 0 or B == 0:
+        raise ValueError(f"xs must have T >= 1 and B >= 1, got shape {xs.shape}")
+    state = cell.initial_state(B) if state0 is None else cell.check_state(state0, B, "state0")
+    state0 = state
+    hs = np.empty((T, B, cell.output_width), dtype=np.result_type(xs, *params.values()))
+    steps = []
+    for t in range(T):
+        state, step_cache = cell._step(params, xs[t], state)  # state_t from x_t and state_{t-1}
+        hs[t] = cell.hidden(state)
+        steps.append(step_cache)
+    return hs, SequenceCache(steps, state0, state)
+
+
+def backward(
+    cell: Cell,
+    params: Params,
+    cache: SequenceCache,
+    dhs: Array,
+    *,
+    d_final_state: State | None = None,
+) -> tuple[Params, Array, State]:
+    """Backpropagate through the whole sequence that ``forward`` ran.
+
+    Parameters
+    ----------
+    cell, params
+        As given to ``forward``.
+    cache : SequenceCache
+        Returned by ``forward``.
+    dhs : array, shape (T, B, n_hidden)
+        dhs[t - 1] = the direct gradient of the loss with respect to h_t (for example through a readout
+        at step t); zero where the loss does not look at h_t.
+    d_final_state : State, optional, keyword-only
+        Gradient arriving at the final state from beyond the sequence (truncated BPTT passes it on).
+
+    Returns
+    -------
+    grads : dict
+        dL/dtheta for every key of ``params``: the sum over time of every step's contribution.
+    dxs : array, shape (T, B, n_in)
+        dL/dx_t for every step.
+    dstate0 : State
+        dL/d(state0), with the structure of the state.
+    """
+    cell = _check_cell(cell)
+    params = cell.check_params(params)
+    if not isinstance(cache, SequenceCache):
+        raise ValueError(f"cache must be the SequenceCache returned by companion.bptt.forward, got {type(cache).__name__}")
+    T, B = len(cache.steps), cache.batch
+    dhs = as_float_array(dhs, "dhs")
+    check_shape(dhs, (T, B, cell.output_width), "dhs", "(T, B, n_hidden)")
+    if d_final_state is None:
+        d_state = cell.zero_state_grad(cache.final_state)
+    else:
+        d_state = cell.check_state(d_final_state, B, "d_final_state")
+
+    grads = {key: np.zeros_like(value) for key, value in params.items()}
+    dxs = np.empty((T, B, cell.n_in), dtype=np.result_type(dhs, *params.values()))
+    for t in reversed(range(T)):
+        d_state = cell.add_to_hidden(d_state, dhs[t])                    # dL/dh_t: direct + from the future
+        d_params, d_state, dxs[t] = cell._step_backward(params, cache.steps[t], d_state)
+        for key, value in d_params.items():                              # tied weights: sum over time
+            grads[key] += value
+    return grads, dxs, d_state

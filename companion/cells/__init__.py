@@ -1,0 +1,6 @@
+"""Recurrent cells: each implements one time step forward and backward (see ``base.Cell``)."""
+from .base import Cell
+from .elman import Elman
+from .jordan import Jordan
+
+__all__ = ["Cell", "Elman", "Jordan"]
