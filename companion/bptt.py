@@ -1,8 +1,17 @@
 """Full backpropagation through time for any cell of the protocol (Werbos 1990).
 
-Forward runs the cell over the whole sequence and keeps every step's cache; backward walks the steps
-in reverse, carrying dL/d(state) from step t to step t-1 and summing the tied parameters' gradients
-over time (chapter "BPTT for the Elman network", the recursion for dL/dh_t).
+Forward runs the cell over the whole sequence and keeps what the backward pass needs; backward walks
+the steps in reverse, carrying dL/d(state) from step t to step t-1 and summing the tied parameters'
+gradients over time (chapter "BPTT for the Elman network", the recursion for dL/dh_t).
+
+Two paths compute the same numbers:
+
+* the **step loop** (``forward_steps`` / ``backward_steps``) calls the cell's one-step protocol T times
+  and works for every cell;
+* a cell may also offer **fused sequence methods** ``forward_sequence`` / ``backward_sequence`` that do
+  the time-parallel work (input projections, parameter-gradient sums over time) as single large matrix
+  products and keep only the true recurrence in a Python loop. ``forward`` uses them when the cell has
+  them (``fused=True``, the default); ``backward`` follows whichever path its cache came from.
 """
 from __future__ import annotations
 
@@ -22,30 +31,38 @@ class SequenceCache:
 
     Attributes
     ----------
-    steps : list
-        The cell's cache of every step, in time order (length T).
     state0 : State
         The initial state the sequence started from.
     final_state : State
         The state after the last step (to carry into the next chunk of a longer sequence).
+    length : int
+        T, the number of steps.
+    steps : list or None
+        The step loop's cache: the cell's cache of every step, in time order.
+    fused : object or None
+        The fused path's cache: whatever the cell's ``forward_sequence`` returned.
     """
 
-    steps: list[Any]
     state0: State
     final_state: State
+    length: int
+    steps: list[Any] | None = None
+    fused: Any = None
 
     @property
     def batch(self) -> int:
-        return np.shape(self.state0 if isinstance(self.state0, np.ndarray) else self.state0[0])[0]
+        first = self.state0 if isinstance(self.state0, np.ndarray) else self.state0[0]
+        return first.shape[0]
 
 
-def _check_cell(cell: object) -> Cell:
-    if not isinstance(cell, Cell):
-        raise ValueError(f"cell must be a companion.cells.Cell (Elman, Jordan, ...), got {type(cell).__name__}")
-    return cell
+def has_fused_path(cell: Cell) -> bool:
+    """Whether ``cell`` offers the fused ``forward_sequence`` / ``backward_sequence`` pair."""
+    return hasattr(cell, "forward_sequence") and hasattr(cell, "backward_sequence")
 
 
-def forward(cell: Cell, params: Params, xs: Array, state0: State | None = None) -> tuple[Array, SequenceCache]:
+def forward(
+    cell: Cell, params: Params, xs: Array, state0: State | None = None, *, fused: bool = True
+) -> tuple[Array, SequenceCache]:
     """Run ``cell`` over a sequence.
 
     Parameters
@@ -58,30 +75,31 @@ def forward(cell: Cell, params: Params, xs: Array, state0: State | None = None) 
         Inputs, time-major.
     state0 : State, optional
         Initial state, ``(B, n_hidden)`` (or a tuple for multi-part states); zeros if omitted.
+    fused : bool, keyword-only
+        Use the cell's fused sequence methods when it has them; ``False`` forces the step loop.
 
     Returns
     -------
     hs : array, shape (T, B, n_hidden)
         The output h_t of every step (``hs[t - 1]`` is h_t in the book's 1-based time).
     cache : SequenceCache
-        Every step's cache, the initial and the final state.
+        What ``backward`` needs, with the initial and the final state.
     """
-    cell = _check_cell(cell)
-    params = cell.check_params(params)
+    cell, params = _check_cell_and_params(cell, params)
     xs = as_float_array(xs, "xs")
     check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
     T, B = xs.shape[:2]
     if T == 0 or B == 0:
         raise ValueError(f"xs must have T >= 1 and B >= 1, got shape {xs.shape}")
-    state = cell.initial_state(B) if state0 is None else cell.check_state(state0, B, "state0")
-    state0 = state
-    hs = np.empty((T, B, cell.output_width), dtype=np.result_type(xs, *params.values()))
-    steps = []
-    for t in range(T):
-        state, step_cache = cell._step(params, xs[t], state)  # state_t from x_t and state_{t-1}
-        hs[t] = cell.hidden(state)
-        steps.append(step_cache)
-    return hs, SequenceCache(steps, state0, state)
+    if state0 is None:
+        state0 = cell.initial_state(B, dtype=np.result_type(xs, *params.values()))
+    else:
+        state0 = cell.check_state(state0, B, "state0")
+    if fused and has_fused_path(cell):
+        hs, final_state, fused_cache = cell.forward_sequence(params, xs, state0)
+        return hs, SequenceCache(state0, final_state, T, fused=fused_cache)
+    hs, final_state, steps = forward_steps(cell, params, xs, state0)
+    return hs, SequenceCache(state0, final_state, T, steps=steps)
 
 
 def backward(
@@ -101,8 +119,8 @@ def backward(
     cache : SequenceCache
         Returned by ``forward``.
     dhs : array, shape (T, B, n_hidden)
-        dhs[t - 1] = the direct gradient of the loss with respect to h_t (for example through a readout
-        at step t); zero where the loss does not look at h_t.
+        ``dhs[t - 1]`` is the direct gradient of the loss with respect to h_t (for example through a
+        readout at step t); zero where the loss does not look at h_t.
     d_final_state : State, optional, keyword-only
         Gradient arriving at the final state from beyond the sequence (truncated BPTT passes it on).
 
@@ -115,23 +133,50 @@ def backward(
     dstate0 : State
         dL/d(state0), with the structure of the state.
     """
-    cell = _check_cell(cell)
-    params = cell.check_params(params)
+    cell, params = _check_cell_and_params(cell, params)
     if not isinstance(cache, SequenceCache):
         raise ValueError(f"cache must be the SequenceCache returned by companion.bptt.forward, got {type(cache).__name__}")
-    T, B = len(cache.steps), cache.batch
+    T, B = cache.length, cache.batch
     dhs = as_float_array(dhs, "dhs")
     check_shape(dhs, (T, B, cell.output_width), "dhs", "(T, B, n_hidden)")
     if d_final_state is None:
-        d_state = cell.zero_state_grad(cache.final_state)
+        d_final_state = cell.zero_state_grad(cache.final_state)
     else:
-        d_state = cell.check_state(d_final_state, B, "d_final_state")
+        d_final_state = cell.check_state(d_final_state, B, "d_final_state")
+    if cache.fused is not None:
+        return cell.backward_sequence(params, cache.fused, dhs, d_final_state)
+    return backward_steps(cell, params, cache.steps, dhs, d_final_state)
 
+
+def forward_steps(cell: Cell, params: Params, xs: Array, state0: State) -> tuple[Array, State, list[Any]]:
+    """The step loop forward, on checked inputs: ``(hs, final_state, step_caches)``."""
+    T, B = xs.shape[:2]
+    hs = np.empty((T, B, cell.output_width), dtype=np.result_type(xs, *params.values()))
+    state, steps = state0, []
+    for t in range(T):
+        state, step_cache = cell._step(params, xs[t], state)     # state_t from x_t and state_{t-1}
+        hs[t] = cell.hidden(state)
+        steps.append(step_cache)
+    return hs, state, steps
+
+
+def backward_steps(
+    cell: Cell, params: Params, steps: list[Any], dhs: Array, d_final_state: State
+) -> tuple[Params, Array, State]:
+    """The step loop backward, on checked inputs: ``(grads, dxs, dstate0)``."""
+    T, B = dhs.shape[:2]
     grads = {key: np.zeros_like(value) for key, value in params.items()}
     dxs = np.empty((T, B, cell.n_in), dtype=np.result_type(dhs, *params.values()))
+    d_state = d_final_state
     for t in reversed(range(T)):
-        d_state = cell.add_to_hidden(d_state, dhs[t])                    # dL/dh_t: direct + from the future
-        d_params, d_state, dxs[t] = cell._step_backward(params, cache.steps[t], d_state)
-        for key, value in d_params.items():                              # tied weights: sum over time
+        d_state = cell.add_to_hidden(d_state, dhs[t])              # dL/dh_t: direct + from the future
+        d_params, d_state, dxs[t] = cell._step_backward(params, steps[t], d_state)
+        for key, value in d_params.items():                        # tied weights: sum over time
             grads[key] += value
     return grads, dxs, d_state
+
+
+def _check_cell_and_params(cell: object, params: object) -> tuple[Cell, Params]:
+    if not isinstance(cell, Cell):
+        raise ValueError(f"cell must be a companion.cells.Cell (Elman, Jordan, ...), got {type(cell).__name__}")
+    return cell, cell.check_params(params)

@@ -57,10 +57,10 @@ class Cell:
         """Width of the output ``h_t`` that a sequence exposes (part 0 of the state)."""
         return self.state_widths[0]
 
-    def initial_state(self, batch: int) -> State:
+    def initial_state(self, batch: int, *, dtype: np.dtype | type = np.float64) -> State:
         """The zero state for a batch of ``batch`` sequences: ``(batch, width)`` for every part."""
         batch = check_positive_int(batch, "batch")
-        parts = tuple(np.zeros((batch, width)) for width in self.state_widths)
+        parts = tuple(np.zeros((batch, width), dtype=dtype) for width in self.state_widths)
         return parts[0] if len(parts) == 1 else parts
 
     def step(self, params: Params, x_t: Array, state: State) -> tuple[State, Cache]:
