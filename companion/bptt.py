@@ -151,7 +151,7 @@ def backward(
 def forward_steps(cell: Cell, params: Params, xs: Array, state0: State) -> tuple[Array, State, list[Any]]:
     """The step loop forward, on checked inputs: ``(hs, final_state, step_caches)``."""
     T, B = xs.shape[:2]
-    hs = np.empty((T, B, cell.output_width), dtype=np.result_type(xs, *params.values()))
+    hs = np.empty((T, B, cell.output_width), dtype=np.result_type(xs, cell.hidden(state0), *params.values()))
     state, steps = state0, []
     for t in range(T):
         state, step_cache = cell._step(params, xs[t], state)     # state_t from x_t and state_{t-1}
@@ -165,8 +165,9 @@ def backward_steps(
 ) -> tuple[Params, Array, State]:
     """The step loop backward, on checked inputs: ``(grads, dxs, dstate0)``."""
     T, B = dhs.shape[:2]
-    grads = {key: np.zeros_like(value) for key, value in params.items()}
-    dxs = np.empty((T, B, cell.n_in), dtype=np.result_type(dhs, *params.values()))
+    dtype = np.result_type(dhs, cell.hidden(d_final_state), *params.values())
+    grads = {key: np.zeros(value.shape, dtype=dtype) for key, value in params.items()}
+    dxs = np.empty((T, B, cell.n_in), dtype=dtype)
     d_state = d_final_state
     for t in reversed(range(T)):
         d_state = cell.add_to_hidden(d_state, dhs[t])              # dL/dh_t: direct + from the future

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from .types import Array, Params
-from .validation import as_float_array
+from .validation import as_float_array, check_positive_float
 
 
 def numerical_gradient(f: Callable[[Params], float], arrays: Mapping[str, Array], *, eps: float = 1e-6) -> Params:
@@ -34,8 +34,7 @@ def numerical_gradient(f: Callable[[Params], float], arrays: Mapping[str, Array]
     """
     if not isinstance(arrays, Mapping) or not arrays:
         raise ValueError("arrays must be a non-empty dict of arrays")
-    if not (isinstance(eps, (float, int)) and eps > 0):
-        raise ValueError(f"eps must be a positive float, got {eps!r}")
+    eps = check_positive_float(eps, "eps")
     point = {key: as_float_array(value, f"arrays[{key!r}]").astype(np.float64) for key, value in arrays.items()}
     grads = {}
     for key, array in point.items():

@@ -51,8 +51,10 @@ def init_readout(n_hidden: int, n_out: int, rng: np.random.Generator | int) -> P
 
 def _check_readout(params: object, hs: object) -> tuple[Params, Array]:
     """Validate readout parameters (shapes read off ``W_hy``) and hidden states ``(T, B, H)``."""
-    if not isinstance(params, Mapping) or "W_hy" not in params:
-        raise ValueError(f"params must be a dict with keys ['W_hy', 'b_y'], got {params!r:.80}")
+    if not isinstance(params, Mapping):
+        raise ValueError(f"params must be a dict with keys ['W_hy', 'b_y'], got {type(params).__name__}")
+    if "W_hy" not in params:
+        raise ValueError(f"params must have exactly the keys ['W_hy', 'b_y'], got {sorted(params)}")
     W_hy = as_float_array(params["W_hy"], "params['W_hy']")
     check_shape(W_hy, (None, None), "params['W_hy']", "(n_out, H)")
     params = check_params(params, {"W_hy": W_hy.shape, "b_y": (W_hy.shape[0],)})
@@ -82,12 +84,13 @@ def readout_forward(params: Params, hs: Array) -> Array:
 
 
 def readout_backward(params: Params, hs: Array, dys: Array) -> tuple[Params, Array]:
-    """Backward pass of ``readout_forward``.
+    r"""Backward pass of ``readout_forward``.
 
     .. math::
-        \\frac{\\partial L}{\\partial W_{hy}} = \\sum_{t, b} \\delta y_t h_t^\\top, \\quad
-        \\frac{\\partial L}{\\partial b_y} = \\sum_{t, b} \\delta y_t, \\quad
-        \\frac{\\partial L}{\\partial h_t} = W_{hy}^\\top \\delta y_t
+        \frac{\partial L}{\partial W_{hy}} = \sum_{t, b} \delta y_t h_t^\top, \quad
+        \frac{\partial L}{\partial b_y} = \sum_{t, b} \delta y_t, \quad
+        \frac{\partial L}{\partial h_t} = W_{hy}^\top \delta y_t,
+        \qquad \delta y_t = \frac{\partial L}{\partial y_t}
 
     Parameters
     ----------

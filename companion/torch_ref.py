@@ -1,7 +1,7 @@
 """Exact weight exchange with torch, so the hand-written gradients can be checked against autograd.
 
 ``to_torch`` builds a ``torch.nn`` module with a copy of the companion's parameters; ``from_torch`` reads
-one back. ``autograd_gradients`` runs any cell's reference computation through torch autograd.
+one back. ``rnn_autograd_gradients`` runs the Elman reference computation through torch autograd.
 torch is imported here only, so ``import companion`` works without it.
 
 Correspondence for the Elman cell and ``torch.nn.RNN`` (one layer, time-major):
@@ -62,9 +62,9 @@ def to_torch(cell: Cell, params: Params, *, dtype=None):
     dtype = torch.float64 if dtype is None else dtype
     module = torch.nn.RNN(cell.n_in, cell.n_hidden, nonlinearity=cell.nonlinearity, dtype=dtype)
     with torch.no_grad():
-        module.weight_ih_l0.copy_(torch.from_numpy(params["W_xh"]))
-        module.weight_hh_l0.copy_(torch.from_numpy(params["W_hh"]))
-        module.bias_ih_l0.copy_(torch.from_numpy(params["b_h"]))
+        module.weight_ih_l0.copy_(torch.tensor(params["W_xh"]))
+        module.weight_hh_l0.copy_(torch.tensor(params["W_hh"]))
+        module.bias_ih_l0.copy_(torch.tensor(params["b_h"]))
         module.bias_hh_l0.zero_()
     return module
 
@@ -107,7 +107,7 @@ def rnn_autograd_gradients(cell: Cell, params: Params, xs: np.ndarray, state0: n
     x = torch.tensor(np.asarray(xs, dtype=np.float64), requires_grad=True)
     h0 = torch.tensor(np.asarray(state0, dtype=np.float64)[None], requires_grad=True)
     hs, _ = module(x, h0)
-    (hs * torch.from_numpy(np.asarray(dhs, dtype=np.float64))).sum().backward()
+    (hs * torch.tensor(np.asarray(dhs, dtype=np.float64))).sum().backward()
     grads = {
         "W_xh": module.weight_ih_l0.grad.numpy().copy(),
         "W_hh": module.weight_hh_l0.grad.numpy().copy(),

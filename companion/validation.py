@@ -5,6 +5,7 @@ instead of ``(T, B, n_in)`` reads that, instead of a broadcast error from deep i
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -39,7 +40,7 @@ def check_shape(array: Array, expected: Sequence[int | None], name: str, meaning
     shape = np.shape(array)
     ok = len(shape) == len(expected) and all(e is None or s == e for s, e in zip(shape, expected))
     if not ok:
-        wanted = tuple("?" if e is None else e for e in expected)
+        wanted = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ("," if len(expected) == 1 else "") + ")"
         raise ValueError(f"{name} must have shape {meaning} = {wanted}, got {shape}")
 
 
@@ -68,6 +69,15 @@ def check_positive_int(value: object, name: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def check_positive_float(value: object, name: str) -> float:
+    """Return ``value`` as a float if it is a finite positive number, else raise ``ValueError``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+    return float(value)
 
 
 def as_rng(rng: object, name: str = "rng") -> np.random.Generator:

@@ -60,6 +60,8 @@ class Cell:
     def initial_state(self, batch: int, *, dtype: np.dtype | type = np.float64) -> State:
         """The zero state for a batch of ``batch`` sequences: ``(batch, width)`` for every part."""
         batch = check_positive_int(batch, "batch")
+        if np.dtype(dtype).kind != "f":
+            raise ValueError(f"dtype must be a floating-point dtype, got {np.dtype(dtype)}")
         parts = tuple(np.zeros((batch, width), dtype=dtype) for width in self.state_widths)
         return parts[0] if len(parts) == 1 else parts
 

@@ -79,7 +79,7 @@ class Elman(Cell):
         h = h0
         for t in range(T):
             h = hs[t] = self._phi(a_in[t] + h @ W_hh_T)       # h_t = phi(W_xh x_t + b_h + W_hh h_{t-1})
-        return hs, h, (xs, h0, hs)
+        return hs.copy(), h, (xs, h0, hs)                      # the caller may edit hs; the cache keeps its own
 
     def backward_sequence(
         self, params: Params, cache: tuple[Array, Array, Array], dhs: Array, dh_final: Array

@@ -1,0 +1,175 @@
+"""A cell with a readout and a loss: the whole model that a sequence task trains.
+
+The model's parameters are one flat dict, the cell's keys (``cell.param_shapes()``) plus the readout's
+``W_hy`` and ``b_y``, so an optimizer sees a single dict and the keys stay the book's symbols. The
+forward pass is cell -> readout -> loss; the backward pass runs the same chain in reverse, handing the
+readout's dL/dh_t to ``companion.bptt.backward`` as ``dhs``.
+
+A cell whose own output is already the prediction (the Jordan cell, which has ``W_hy`` and ``b_y``
+inside it) is used with ``readout=False``: the loss then looks at h_t directly.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from . import bptt
+from .cells.base import Cell
+from .losses import mse, softmax_cross_entropy
+from .readout import init_readout, readout_backward, readout_forward
+from .types import Array, Params, State
+from .validation import as_rng
+
+LOSSES = {"mse": mse, "cross_entropy": softmax_cross_entropy}
+"""name -> loss function ``(ys, targets) -> (loss, dys)``."""
+
+
+def _check_cell(cell: object) -> Cell:
+    if not isinstance(cell, Cell):
+        raise ValueError(f"cell must be a companion.cells.Cell (Elman, Jordan, ...), got {type(cell).__name__}")
+    return cell
+
+
+def _check_loss(loss: object):
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+    return LOSSES[loss]
+
+
+def _check_no_clash(cell: Cell) -> None:
+    """Raise ``ValueError`` naming ``cell`` if its parameter names collide with the readout's."""
+    clash = sorted({"W_hy", "b_y"} & set(cell.param_shapes()))
+    if clash:
+        raise ValueError(
+            f"cell {cell!r} already has parameters named {clash}, so a readout cannot join it in one dict; "
+            "use the cell's own output as the prediction (readout=False)"
+        )
+
+
+def init_model(cell: Cell, n_out: int, rng: np.random.Generator | int) -> Params:
+    """Draw the parameters of ``cell`` followed by a linear readout to ``n_out`` outputs.
+
+    Parameters
+    ----------
+    cell : Cell
+        Any cell of ``companion.cells`` whose parameter names differ from ``W_hy`` and ``b_y``.
+    n_out : int
+        Width of the prediction y_t.
+    rng : np.random.Generator or int
+        Source of randomness: the cell's parameters are drawn first, then the readout's.
+
+    Returns
+    -------
+    dict
+        The cell's parameters (``cell.param_shapes()``) and ``W_hy`` ``(n_out, H)``, ``b_y`` ``(n_out,)``.
+    """
+    cell = _check_cell(cell)
+    _check_no_clash(cell)
+    rng = as_rng(rng)  # one generator for both draws, also when given a seed
+    params = cell.init_params(rng)
+    params.update(init_readout(cell.output_width, n_out, rng))
+    return params
+
+
+def _split(cell: Cell, params: object, readout: bool) -> tuple[Params, Params | None]:
+    """Split a model's flat parameter dict into the cell's and the readout's (``None`` without readout)."""
+    if not isinstance(params, Mapping):
+        raise ValueError(f"params must be a dict of arrays, got {type(params).__name__}")
+    if readout:
+        _check_no_clash(cell)
+    cell_keys = list(cell.param_shapes())
+    readout_keys = ["W_hy", "b_y"] if readout else []
+    expected = set(cell_keys) | set(readout_keys)
+    if set(params) != expected:
+        raise ValueError(
+            f"params must have exactly the keys {sorted(expected)}; "
+            f"missing {sorted(expected - set(params))}, unexpected {sorted(set(params) - expected)}"
+        )
+    cell_params = {key: params[key] for key in cell_keys}
+    return cell_params, ({key: params[key] for key in readout_keys} if readout else None)
+
+
+def predict(cell: Cell, params: Params, xs: Array, state0: State | None = None, *, readout: bool = True) -> Array:
+    """The model's output on every step: the cell over ``xs``, then the readout.
+
+    Parameters
+    ----------
+    cell : Cell
+        Any cell of ``companion.cells``.
+    params : dict
+        The cell's parameters plus ``W_hy`` ``(n_out, H)`` and ``b_y`` ``(n_out,)`` (as ``init_model``
+        makes them); the cell's parameters alone when ``readout`` is false.
+    xs : array, shape (T, B, n_in)
+        Inputs, time-major.
+    state0 : State, optional
+        Initial state, ``(B, n_hidden)``; zeros if omitted.
+    readout : bool, keyword-only
+        Whether a linear readout follows the cell. Without it the prediction is the cell's output h_t.
+
+    Returns
+    -------
+    ys : array, shape (T, B, n_out)
+        ``n_out`` is the cell's output width H when ``readout`` is false. For ``loss="cross_entropy"``
+        these are the logits.
+    """
+    cell = _check_cell(cell)
+    cell_params, readout_params = _split(cell, params, readout)
+    hs, _ = bptt.forward(cell, cell_params, xs, state0)                      # (T, B, H)
+    return hs if readout_params is None else readout_forward(readout_params, hs)
+
+
+def sequence_loss_and_grads(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    targets: Array,
+    *,
+    loss: str = "mse",
+    readout: bool = True,
+    state0: State | None = None,
+) -> tuple[float, Params]:
+    """The loss of the model on one batch of sequences and its gradient by full BPTT.
+
+    Forward: h_t from the cell, y_t = W_hy h_t + b_y (if ``readout``), the loss over all steps.
+    Backward: dL/dy_t from the loss, dL/dh_t and the readout's gradients from ``readout_backward``,
+    then ``companion.bptt.backward`` for the cell's gradients, summed over time.
+
+    Parameters
+    ----------
+    cell : Cell
+        Any cell of ``companion.cells``.
+    params : dict
+        As for ``predict``.
+    xs : array, shape (T, B, n_in)
+        Inputs, time-major.
+    targets : array
+        ``(T, B, n_out)`` real values for ``loss="mse"``; ``(T, B)`` integer class ids in ``[0, n_out)``
+        for ``loss="cross_entropy"``.
+    loss : {"mse", "cross_entropy"}, keyword-only
+        ``companion.losses.mse`` or ``companion.losses.softmax_cross_entropy``, both means over all steps.
+    readout : bool, keyword-only
+        As for ``predict``.
+    state0 : State, optional, keyword-only
+        Initial state; zeros if omitted.
+
+    Returns
+    -------
+    loss : float
+    grads : dict
+        dL/dtheta with the keys and shapes of ``params``.
+    """
+    cell = _check_cell(cell)
+    loss_fn = _check_loss(loss)
+    cell_params, readout_params = _split(cell, params, readout)
+    hs, cache = bptt.forward(cell, cell_params, xs, state0)                  # (T, B, H)
+    if readout_params is None:
+        value, dhs = loss_fn(hs, targets)                                    # dL/dh_t, (T, B, H)
+        grads = {}
+    else:
+        ys = readout_forward(readout_params, hs)                             # (T, B, n_out)
+        value, dys = loss_fn(ys, targets)                                    # dL/dy_t, (T, B, n_out)
+        grads, dhs = readout_backward(readout_params, hs, dys)               # dL/dh_t, (T, B, H)
+    cell_grads, _, _ = bptt.backward(cell, cell_params, cache, dhs)
+    grads.update(cell_grads)
+    return value, {key: grads[key] for key in params}

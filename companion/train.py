@@ -1,0 +1,119 @@
+"""A training loop: loss and gradients, optional clipping, an optimizer step, a record of each step.
+
+The loop knows nothing about cells or tasks: it calls ``loss_and_grads(params, batch)`` (for example a
+``functools.partial`` of ``companion.model.sequence_loss_and_grads``) on one batch per step, so the same
+loop trains with full BPTT, truncated BPTT or any other gradient method of the course.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from .optim import Optimizer, clip_grad_norm, global_norm
+from .types import Params
+from .validation import check_positive_float, check_positive_int
+
+
+@dataclass
+class History:
+    """What ``train`` records, one entry per step.
+
+    Attributes
+    ----------
+    losses : list of float
+        The loss of each step's batch, before that step's update.
+    grad_norms : list of float
+        The global L2 norm of each step's gradients, before clipping.
+    """
+
+    losses: list[float] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        """The number of steps taken."""
+        return len(self.losses)
+
+
+def train(
+    loss_and_grads: Callable[[Params, Any], tuple[float, Params]],
+    params: Params,
+    optimizer: Optimizer,
+    batches: Iterable[Any],
+    *,
+    steps: int,
+    clip: float | None = None,
+    progress: bool = True,
+    description: str = "training",
+) -> History:
+    """Take ``steps`` optimizer steps, one batch each, updating ``params`` in place.
+
+    Each step: ``loss, grads = loss_and_grads(params, batch)``; if ``clip`` is given, rescale ``grads``
+    to global norm at most ``clip`` (``companion.optim.clip_grad_norm``); ``optimizer.step(params, grads)``.
+    Nothing random happens inside: the same inputs give the same history.
+
+    Parameters
+    ----------
+    loss_and_grads : callable
+        ``(params, batch) -> (loss, grads)``, with ``grads`` keyed as ``params``.
+    params : dict of arrays
+        The parameters, updated in place.
+    optimizer : Optimizer
+        ``SGD``, ``Momentum`` or ``Adam`` from ``companion.optim`` (anything with ``step(params, grads)``).
+    batches : iterable
+        Yields the batch of each step, in order; must yield at least ``steps`` batches. Use
+        ``itertools.repeat(batch)`` to train on one fixed batch, or a generator drawing a fresh batch from
+        a task each step.
+    steps : int, keyword-only
+        Number of steps.
+    clip : float, optional, keyword-only
+        Maximum global gradient norm; no clipping if omitted.
+    progress : bool, keyword-only
+        Show a ``tqdm`` progress bar on stderr, with the latest loss refreshed about every tenth of the run.
+    description : str, keyword-only
+        The progress bar's label.
+
+    Returns
+    -------
+    History
+        The loss and the pre-clipping gradient norm of every step.
+    """
+    if not callable(loss_and_grads):
+        raise ValueError(f"loss_and_grads must be a callable (params, batch) -> (loss, grads), got {loss_and_grads!r}")
+    if not callable(getattr(optimizer, "step", None)):
+        raise ValueError(f"optimizer must have a step(params, grads) method, got {optimizer!r}")
+    if not isinstance(batches, Iterable):
+        raise ValueError(f"batches must be an iterable of batches, got {type(batches).__name__}")
+    steps = check_positive_int(steps, "steps")
+    if clip is not None:
+        clip = check_positive_float(clip, "clip")
+
+    history = History()
+    report_every = max(1, steps // 10)
+    batch_iterator = iter(batches)
+    with tqdm(total=steps, desc=description, disable=not progress, file=sys.stderr) as bar:
+        for step in range(steps):
+            try:
+                batch = next(batch_iterator)
+            except StopIteration:
+                raise ValueError(f"batches ran out after {step} batches; steps={steps} needs {steps}") from None
+            loss, grads = loss_and_grads(params, batch)
+            loss = float(loss)
+            if not math.isfinite(loss):
+                raise ValueError(f"loss_and_grads returned a non-finite loss ({loss}) at step {step}")
+            if clip is None:
+                grad_norm = global_norm(grads)
+            else:
+                grads, grad_norm = clip_grad_norm(grads, clip)
+            optimizer.step(params, grads)
+            history.losses.append(loss)
+            history.grad_norms.append(grad_norm)
+            if (step + 1) % report_every == 0 or step + 1 == steps:
+                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+            bar.update(1)
+    return history

@@ -1,0 +1,150 @@
+"""Shared helpers of the core tests: tiny random problems and the finite-difference gradient check.
+
+Imported by the test modules as ``from helpers import ...`` (pytest puts ``tests/`` on ``sys.path``
+because the folder is not a package).
+
+A problem is ``(params, xs, state0, dhs)`` for a cell: ``xs`` (T, B, n_in), ``state0`` (B, width) and
+``dhs`` (T, B, width), the gradient of the loss L = sum(hs * dhs) with respect to ``hs``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from companion import bptt
+from companion.cells import Elman, Jordan
+from companion.gradcheck import numerical_gradient, relative_errors
+
+# (T, B, n_in, H): T = 1, B = 1, n_in = 1 and H != n_in all occur.
+SHAPES = [
+    (1, 1, 1, 1),
+    (1, 2, 3, 2),
+    (3, 1, 2, 4),
+    (4, 2, 1, 3),
+    (2, 3, 3, 2),
+]
+SHAPE_IDS = [f"T{T}-B{B}-in{n_in}-H{H}" for T, B, n_in, H in SHAPES]
+
+# (T, B, n_in, n_hidden, n_out): n_out None (the default, = n_hidden), n_out < and > n_hidden.
+JORDAN_SHAPES = [
+    (1, 1, 1, 1, None),
+    (3, 2, 2, 3, None),
+    (2, 1, 3, 2, 4),
+    (4, 2, 1, 3, 1),
+]
+JORDAN_IDS = [f"T{T}-B{B}-in{n_in}-H{H}-out{n_out}" for T, B, n_in, H, n_out in JORDAN_SHAPES]
+
+NONLINEARITIES = ["tanh", "relu", "linear"]
+
+# The two paths of companion.bptt: a cell's fused sequence methods (where it has them) and the step loop.
+PATHS = ["fused", "steps"]
+
+GRAD_TOL = 1e-7      # finite differences vs the hand-written backward
+MIN_GRAD_NORM = 1e-4  # below this, rounding noise of the finite differences (~1e-10) is no longer negligible
+KINK_MARGIN = 1e-3   # relu pre-activations are kept this far from 0 (eps = 1e-6 never crosses a kink)
+
+
+def seeded(*key: int | str) -> np.random.Generator:
+    """A generator seeded from a test's parameters (ints and strs), so every case is reproducible and distinct."""
+    ints = [k if isinstance(k, int) else sum((i + 1) * ord(c) for i, c in enumerate(k)) for k in key]
+    return np.random.default_rng(ints)
+
+
+def make_dhs(rng: np.random.Generator, T: int, B: int, width: int, kind: str) -> np.ndarray:
+    """``kind``: "random" everywhere, "last" (zero except at t = T) or "first" (zero except at t = 1)."""
+    dhs = rng.normal(size=(T, B, width))
+    if kind == "last":
+        dhs[:-1] = 0.0
+    elif kind == "first":
+        dhs[1:] = 0.0
+    elif kind != "random":
+        raise AssertionError(f"unknown dhs kind {kind!r}")
+    return dhs
+
+
+def make_problem(cell, T: int, B: int, rng: np.random.Generator, *, zero_state: bool = False,
+                 dhs_kind: str = "random", scale: float = 1.0):
+    """Random float64 ``(params, xs, state0, dhs)`` of the given sizes for ``cell``."""
+    params = {key: scale * rng.normal(size=shape) for key, shape in cell.param_shapes().items()}
+    xs = rng.normal(size=(T, B, cell.n_in))
+    width = cell.output_width
+    state0 = np.zeros((B, width)) if zero_state else rng.normal(size=(B, width))
+    dhs = make_dhs(rng, T, B, width, dhs_kind)
+    return params, xs, state0, dhs
+
+
+def forward(cell, params, xs, state0, path: str = "fused"):
+    """``bptt.forward`` on the requested path."""
+    return bptt.forward(cell, params, xs, state0, fused=(path == "fused"))
+
+
+def analytic_gradients(cell, params, xs, state0, dhs, *, path: str = "fused", d_final_state=None):
+    """``(hs, grads)`` from the hand-written BPTT; ``grads`` holds the params' keys, "xs" and "state0"."""
+    hs, cache = forward(cell, params, xs, state0, path)
+    grads, dxs, dstate0 = bptt.backward(cell, params, cache, dhs, d_final_state=d_final_state)
+    return hs, {**grads, "xs": dxs, "state0": dstate0}
+
+
+def numerical_gradients(cell, params, xs, state0, dhs, *, path: str = "fused", g_final=None):
+    """Central differences of L = sum(hs * dhs) (+ sum(final_state * g_final)) w.r.t. params, xs, state0."""
+
+    def loss(point):
+        theta = {key: point[key] for key in params}
+        hs, cache = forward(cell, theta, point["xs"], point["state0"], path)
+        value = np.sum(hs * dhs)
+        if g_final is not None:
+            value += np.sum(cache.final_state * g_final)
+        return value
+
+    return numerical_gradient(loss, {**params, "xs": xs, "state0": state0})
+
+
+def gradcheck_errors(cell, params, xs, state0, dhs, *, path: str = "fused", g_final=None) -> dict[str, float]:
+    """Relative error, per array, between ``bptt.backward`` and finite differences.
+
+    Also asserts that the gradient is not zero (a check that passes only because both sides vanish
+    proves nothing) and that no array of it is tiny without being exactly zero (a vanished gradient
+    leaves only the rounding noise of the finite differences to compare).
+    """
+    _, analytic = analytic_gradients(cell, params, xs, state0, dhs, path=path, d_final_state=g_final)
+    numeric = numerical_gradients(cell, params, xs, state0, dhs, path=path, g_final=g_final)
+    norms = {key: float(np.linalg.norm(value)) for key, value in analytic.items()}
+    assert sum(norms.values()) > MIN_GRAD_NORM, f"degenerate problem: zero gradient {norms}"
+    for key, norm in norms.items():  # exactly 0 (dW_hh when h_0 = 0 and T = 1) is fine; tiny is not
+        assert norm == 0.0 or norm > MIN_GRAD_NORM, f"degenerate problem: |d{key}| = {norm}"
+    return relative_errors(analytic, numeric)
+
+
+def elman_preactivations(params, xs, hs, state0) -> np.ndarray:
+    """a_t = W_xh x_t + W_hh h_{t-1} + b_h for every t, recomputed from the outputs, (T, B, H)."""
+    h_prev = np.concatenate([state0[None], hs[:-1]])
+    return xs @ params["W_xh"].T + h_prev @ params["W_hh"].T + params["b_h"]
+
+
+def make_elman_problem(T, B, n_in, H, nonlinearity, *, zero_state, dhs_kind="random", seed=0):
+    """An Elman cell and a problem; for relu, a seed whose pre-activations stay clear of the kink."""
+    cell = Elman(n_in, H, nonlinearity=nonlinearity)
+    for attempt in range(100):
+        rng = seeded(T, B, n_in, H, nonlinearity, int(zero_state), dhs_kind, seed, attempt)
+        params, xs, state0, dhs = make_problem(cell, T, B, rng, zero_state=zero_state, dhs_kind=dhs_kind,
+                                               scale=0.7)
+        if nonlinearity != "relu":
+            return cell, params, xs, state0, dhs
+        hs, _ = bptt.forward(cell, params, xs, state0, fused=False)
+        a = elman_preactivations(params, xs, hs, state0)
+        # away from the kink, and at least one unit active at the last step (else the gradient vanishes)
+        if np.min(np.abs(a)) > KINK_MARGIN and np.any(a[-1] > 0):
+            return cell, params, xs, state0, dhs
+    raise AssertionError("no relu problem clear of the kink found")
+
+
+def make_jordan_problem(T, B, n_in, H, n_out, *, zero_state, dhs_kind="random", seed=0):
+    """A Jordan cell and a problem whose gradients have not vanished (two tanh layers a step shrink them)."""
+    cell = Jordan(n_in, H, n_out=n_out)
+    for attempt in range(100):
+        rng = seeded(T, B, n_in, H, n_out or 0, int(zero_state), dhs_kind, seed, attempt)
+        params, xs, state0, dhs = make_problem(cell, T, B, rng, zero_state=zero_state, dhs_kind=dhs_kind)
+        _, grads = analytic_gradients(cell, params, xs, state0, dhs, path="steps")
+        if all(np.linalg.norm(value) == 0.0 or np.linalg.norm(value) > 10 * MIN_GRAD_NORM
+               for value in grads.values()):
+            return cell, params, xs, state0, dhs
+    raise AssertionError("no Jordan problem with a non-vanishing gradient found")
