@@ -168,11 +168,12 @@ def backward_steps(
     dtype = np.result_type(dhs, cell.hidden(d_final_state), *params.values())
     grads = {key: np.zeros(value.shape, dtype=dtype) for key, value in params.items()}
     dxs = np.empty((T, B, cell.n_in), dtype=dtype)
-    d_state = d_final_state
+    d_state = d_final_state                  # dL/d(state_T) from beyond the sequence
     for t in reversed(range(T)):
-        d_state = cell.add_to_hidden(d_state, dhs[t])              # dL/dh_t: direct + from the future
+        # dL/dh_t: the direct gradient plus what came back from step t+1
+        d_state = cell.add_to_hidden(d_state, dhs[t])
         d_params, d_state, dxs[t] = cell._step_backward(params, steps[t], d_state)
-        for key, value in d_params.items():                        # tied weights: sum over time
+        for key, value in d_params.items():  # tied weights: sum over time
             grads[key] += value
     return grads, dxs, d_state
 
