@@ -1,27 +1,35 @@
 """Exact weight exchange with torch, so the hand-written gradients can be checked against autograd.
 
-``to_torch`` builds a ``torch.nn`` module with a copy of the companion's parameters; ``from_torch`` reads
-one back. ``rnn_autograd_gradients`` runs the Elman reference computation through torch autograd.
+``to_torch`` builds a one-layer, time-major ``torch.nn.RNN``, ``torch.nn.LSTM`` or ``torch.nn.GRU`` holding
+a copy of a cell's parameters; ``from_torch`` reads one back; ``rnn_autograd_gradients`` runs the torch
+module and its autograd on the loss ``sum(hs * dhs)`` that ``companion.bptt.backward`` differentiates.
 torch is imported here only, so ``import companion`` works without it.
 
-Correspondence for the Elman cell and ``torch.nn.RNN`` (one layer, time-major):
+torch stacks the gates of a layer in one matrix (LSTM ``[i | f | g | o]``, GRU ``[r | z | n]``) and keeps
+two bias vectors, ``bias_ih_l0`` and ``bias_hh_l0``. Where the two biases only ever appear as a sum
+(Elman, every LSTM gate, the GRU's r and z gates), the companion keeps one bias: ``to_torch`` puts it in
+``bias_ih_l0`` and zero in ``bias_hh_l0``, ``from_torch`` returns the sum. The GRU's candidate n needs both,
+because torch multiplies ``W_hn h + b_hn`` by the reset gate: they are ``b_xn`` and ``b_hn``.
 
-============  ======================  ==========================================
-companion     torch.nn.RNN            note
-============  ======================  ==========================================
-``W_xh``      ``weight_ih_l0``        (H, n_in), the same matrix
-``W_hh``      ``weight_hh_l0``        (H, H), the same matrix
-``b_h``       ``bias_ih_l0``          torch keeps a second bias ``bias_hh_l0``;
-                                      ``to_torch`` sets it to zero and
-                                      ``from_torch`` returns the sum of the two
-============  ======================  ==========================================
+================  ==================  =====================================  ===============================
+cell              torch module        ``weight_ih_l0`` / ``weight_hh_l0``    ``bias_ih_l0`` / ``bias_hh_l0``
+================  ==================  =====================================  ===============================
+``Elman``         ``torch.nn.RNN``    ``W_xh`` / ``W_hh``                    ``b_h`` / 0
+``LSTM``          ``torch.nn.LSTM``   ``W_x[ifgo]`` / ``W_h[ifgo]`` stacked  ``b_[ifgo]`` / 0
+``GRU("torch")``  ``torch.nn.GRU``    ``W_x[rzn]`` / ``W_h[rzn]`` stacked    ``b_r, b_z, b_xn`` / 0, 0, ``b_hn``
+================  ==================  =====================================  ===============================
+
+The Cho variant of the GRU and the Jordan network have no torch module.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .cells import Cell, Elman
-from .types import Params
+from .cells import GRU, LSTM, Cell, Elman
+from .cells.stacking import split, stack
+from .types import Array, Params, State
+
+_GATES = {Elman: ("h",), LSTM: ("i", "f", "g", "o"), GRU: ("r", "z", "n")}
 
 
 def _torch():
@@ -32,85 +40,137 @@ def _torch():
     return torch
 
 
-def _check_elman(cell: object) -> Elman:
-    if not isinstance(cell, Elman):
-        raise ValueError(f"cell must be a companion.cells.Elman (torch.nn.RNN's model), got {type(cell).__name__}")
-    if cell.nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"torch.nn.RNN supports nonlinearity 'tanh' or 'relu', the cell has {cell.nonlinearity!r}")
-    return cell
+def _module_class(cell: object):
+    """The torch module class of ``cell``, or a ``ValueError`` for a cell torch does not have."""
+    torch = _torch()
+    if isinstance(cell, Elman):
+        if cell.nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"torch.nn.RNN supports nonlinearity 'tanh' or 'relu', the cell has {cell.nonlinearity!r}")
+        return torch.nn.RNN
+    if isinstance(cell, LSTM):
+        return torch.nn.LSTM
+    if isinstance(cell, GRU):
+        if cell.variant != "torch":
+            raise ValueError("cell must be GRU(..., variant='torch'): torch.nn.GRU resets after the recurrent "
+                             "matrix product, the Cho variant before it, and no weights make them equal")
+        return torch.nn.GRU
+    raise ValueError(f"cell must be a companion.cells.Elman, LSTM or GRU (torch has no {type(cell).__name__})")
+
+
+def _torch_arrays(cell: Cell, params: Params) -> dict[str, Array]:
+    """The four torch parameter arrays (float64 numpy) that hold ``params``."""
+    if isinstance(cell, Elman):
+        W_ih, W_hh, b_ih = params["W_xh"], params["W_hh"], params["b_h"]
+        b_hh = np.zeros_like(b_ih)
+    else:
+        gates = _GATES[type(cell)]
+        W_ih = stack(params, [f"W_x{q}" for q in gates])
+        W_hh = stack(params, [f"W_h{q}" for q in gates])
+        if isinstance(cell, LSTM):
+            b_ih = stack(params, [f"b_{q}" for q in gates])
+            b_hh = np.zeros_like(b_ih)
+        else:
+            zeros = np.zeros_like(params["b_hn"])
+            b_ih = np.concatenate([params["b_r"], params["b_z"], params["b_xn"]])
+            b_hh = np.concatenate([zeros, zeros, params["b_hn"]])
+    return {"weight_ih_l0": W_ih, "weight_hh_l0": W_hh, "bias_ih_l0": b_ih, "bias_hh_l0": b_hh}
+
+
+def _companion_params(cell: Cell, arrays: dict[str, Array], *, gradients: bool) -> Params:
+    """Companion parameters from the four torch arrays (or their gradients).
+
+    For parameters, a bias that torch splits in two is the sum of both halves; for gradients, the
+    gradient of that one bias equals the gradient of either half, so ``bias_ih_l0``'s is taken.
+    """
+    W_ih, W_hh, b_ih, b_hh = (arrays[name] for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"))
+    if isinstance(cell, Elman):
+        return {"W_xh": W_ih, "W_hh": W_hh, "b_h": b_ih if gradients else b_ih + b_hh}
+    gates = _GATES[type(cell)]
+    params = {**split(W_ih, [f"W_x{q}" for q in gates]), **split(W_hh, [f"W_h{q}" for q in gates])}
+    if isinstance(cell, LSTM):
+        params.update(split(b_ih if gradients else b_ih + b_hh, [f"b_{q}" for q in gates]))
+    else:
+        bias_ih, bias_hh = split(b_ih, list(gates)), split(b_hh, list(gates))
+        for q in ("r", "z"):
+            params[f"b_{q}"] = bias_ih[q] if gradients else bias_ih[q] + bias_hh[q]
+        params.update({"b_xn": bias_ih["n"], "b_hn": bias_hh["n"]})
+    return {key: params[key] for key in cell.param_shapes()}
 
 
 def to_torch(cell: Cell, params: Params, *, dtype=None):
-    """A ``torch.nn.RNN`` (one layer, time-major) holding a copy of ``params``.
+    """A one-layer, time-major torch module holding a copy of ``params``.
 
     Parameters
     ----------
-    cell : Elman
+    cell : Elman, LSTM or GRU (variant "torch")
         The cell whose parameters these are.
     params : dict
-        ``W_xh`` (H, n_in), ``W_hh`` (H, H), ``b_h`` (H,).
+        The cell's parameters (``cell.param_shapes()``).
     dtype : torch.dtype, optional, keyword-only
         Defaults to ``torch.float64``, in which the comparison with the companion is exact to rounding.
 
     Returns
     -------
-    torch.nn.RNN
+    torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU
     """
     torch = _torch()
-    cell = _check_elman(cell)
+    module_class = _module_class(cell)
     params = cell.check_params(params)
     dtype = torch.float64 if dtype is None else dtype
-    module = torch.nn.RNN(cell.n_in, cell.n_hidden, nonlinearity=cell.nonlinearity, dtype=dtype)
+    options = {"nonlinearity": cell.nonlinearity} if isinstance(cell, Elman) else {}
+    module = module_class(cell.n_in, cell.n_hidden, dtype=dtype, **options)
     with torch.no_grad():
-        module.weight_ih_l0.copy_(torch.tensor(params["W_xh"]))
-        module.weight_hh_l0.copy_(torch.tensor(params["W_hh"]))
-        module.bias_ih_l0.copy_(torch.tensor(params["b_h"]))
-        module.bias_hh_l0.zero_()
+        for name, array in _torch_arrays(cell, params).items():
+            getattr(module, name).copy_(torch.tensor(array))
     return module
 
 
 def from_torch(cell: Cell, module) -> Params:
-    """The companion parameters (float64 copies) of a one-layer, unidirectional ``torch.nn.RNN``."""
+    """The companion parameters (float64 copies) of a one-layer, unidirectional torch module."""
     torch = _torch()
-    cell = _check_elman(cell)
-    if not isinstance(module, torch.nn.RNN):
-        raise ValueError(f"module must be a torch.nn.RNN, got {type(module).__name__}")
+    module_class = _module_class(cell)
+    if type(module) is not module_class:
+        raise ValueError(f"module must be a {module_class.__module__}.{module_class.__name__}, got {type(module).__name__}")
     if (module.input_size, module.hidden_size, module.num_layers) != (cell.n_in, cell.n_hidden, 1):
         raise ValueError(
-            f"module must be a one-layer torch.nn.RNN({cell.n_in}, {cell.n_hidden}), got "
-            f"torch.nn.RNN({module.input_size}, {module.hidden_size}, num_layers={module.num_layers})"
+            f"module must have one layer, input_size={cell.n_in} and hidden_size={cell.n_hidden}, got "
+            f"num_layers={module.num_layers}, input_size={module.input_size}, hidden_size={module.hidden_size}"
         )
-    if module.bidirectional or module.nonlinearity != cell.nonlinearity or not module.bias:
-        raise ValueError("module must be unidirectional, have biases, and use the cell's nonlinearity")
-
-    def numpy(tensor) -> np.ndarray:
-        return tensor.detach().to(torch.float64).cpu().numpy().copy()
-
-    return {
-        "W_xh": numpy(module.weight_ih_l0),
-        "W_hh": numpy(module.weight_hh_l0),
-        "b_h": numpy(module.bias_ih_l0) + numpy(module.bias_hh_l0),
-    }
+    if module.bidirectional or not module.bias or getattr(module, "proj_size", 0):
+        raise ValueError("module must be unidirectional, have biases and no projection")
+    if isinstance(cell, Elman) and module.nonlinearity != cell.nonlinearity:
+        raise ValueError(f"module's nonlinearity {module.nonlinearity!r} differs from the cell's {cell.nonlinearity!r}")
+    arrays = {name: getattr(module, name).detach().to(torch.float64).cpu().numpy().copy()
+              for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")}
+    return _companion_params(cell, arrays, gradients=False)
 
 
-def rnn_autograd_gradients(cell: Cell, params: Params, xs: np.ndarray, state0: np.ndarray, dhs: np.ndarray):
-    """Reference gradients from ``torch.nn.RNN`` and autograd, in float64.
+def rnn_autograd_gradients(
+    cell: Cell, params: Params, xs: Array, state0: State, dhs: Array
+) -> tuple[Array, Params, Array, State]:
+    """Reference outputs and gradients from the torch module and autograd, in float64.
 
-    The loss is ``sum(hs * dhs)``, whose gradient with respect to ``hs`` is ``dhs``: the same quantity
-    ``companion.bptt.backward`` takes. Returns ``(hs, grads, dxs, dstate0)`` as numpy arrays, with
-    ``grads`` in the companion's keys (``b_h`` from ``bias_ih_l0``, equal to that of ``bias_hh_l0``).
+    The loss is ``sum(hs * dhs)``, whose gradient with respect to ``hs`` is ``dhs``: the quantity
+    ``companion.bptt.backward`` takes. Shapes: ``xs`` (T, B, n_in), ``dhs`` (T, B, H), ``state0`` (B, H)
+    or, for the LSTM, the pair ``(h0, c0)``.
 
-    Shapes: ``xs`` (T, B, n_in), ``state0`` (B, H), ``dhs`` (T, B, H).
+    Returns
+    -------
+    hs : array, shape (T, B, H)
+    grads : dict
+        In the companion's keys.
+    dxs : array, shape (T, B, n_in)
+    dstate0 : array (B, H), or the pair ``(dh0, dc0)`` for the LSTM
     """
     torch = _torch()
     module = to_torch(cell, params)
     x = torch.tensor(np.asarray(xs, dtype=np.float64), requires_grad=True)
-    h0 = torch.tensor(np.asarray(state0, dtype=np.float64)[None], requires_grad=True)
-    hs, _ = module(x, h0)
+    parts = state0 if isinstance(cell, LSTM) else (state0,)
+    initial = [torch.tensor(np.asarray(part, dtype=np.float64)[None], requires_grad=True) for part in parts]
+    hs, _ = module(x, tuple(initial) if isinstance(cell, LSTM) else initial[0])
     (hs * torch.tensor(np.asarray(dhs, dtype=np.float64))).sum().backward()
-    grads = {
-        "W_xh": module.weight_ih_l0.grad.numpy().copy(),
-        "W_hh": module.weight_hh_l0.grad.numpy().copy(),
-        "b_h": module.bias_ih_l0.grad.numpy().copy(),
-    }
-    return hs.detach().numpy(), grads, x.grad.numpy().copy(), h0.grad.numpy()[0].copy()
+    grad_arrays = {name: getattr(module, name).grad.numpy().copy()
+                   for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")}
+    grads = _companion_params(cell, grad_arrays, gradients=True)
+    dstate = [part.grad.numpy()[0].copy() for part in initial]
+    return hs.detach().numpy(), grads, x.grad.numpy().copy(), tuple(dstate) if isinstance(cell, LSTM) else dstate[0]

@@ -1,6 +1,8 @@
 """Recurrent cells: each implements one time step forward and backward (see ``base.Cell``)."""
 from .base import Cell
 from .elman import Elman
+from .gru import GRU
+from .lstm import LSTM
 from .jordan import Jordan
 
-__all__ = ["Cell", "Elman", "Jordan"]
+__all__ = ["Cell", "Elman", "GRU", "Jordan", "LSTM"]

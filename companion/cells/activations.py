@@ -10,6 +10,14 @@ import numpy as np
 from ..types import Array
 
 
+def sigmoid(a: Array) -> Array:
+    """The logistic function 1 / (1 + exp(-a)), written as (1 + tanh(a / 2)) / 2.
+
+    The two are equal; the tanh form never overflows, so it raises no warning for large |a|.
+    """
+    return 0.5 * (1.0 + np.tanh(0.5 * a))
+
+
 def _tanh_derivative(h: Array) -> Array:
     return 1.0 - h * h
 

@@ -1,0 +1,167 @@
+"""The long short-term memory cell (Hochreiter & Schmidhuber 1997; forget gate: Gers et al. 2000).
+
+Forward, with gates in torch's order i, f, g, o (chapter "LSTM")::
+
+    i_t = sigmoid(W_xi x_t + W_hi h_{t-1} + b_i)      input gate
+    f_t = sigmoid(W_xf x_t + W_hf h_{t-1} + b_f)      forget gate
+    g_t = tanh(W_xg x_t + W_hg h_{t-1} + b_g)         candidate cell value
+    o_t = sigmoid(W_xo x_t + W_ho h_{t-1} + b_o)      output gate
+    c_t = f_t * c_{t-1} + i_t * g_t                   cell state
+    h_t = o_t * tanh(c_t)                             hidden state
+
+The state is the pair ``(h, c)``; ``h`` is what the sequence exposes. Backward, the cell state's
+adjoint flows from step to step through ``dc_{t-1} = f_t * dc_t`` only, with no weight matrix and no
+squashing derivative in the way: the constant error carousel.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..types import Array, Params
+from ..validation import check_positive_int
+from .activations import sigmoid
+from .base import Cache, Cell
+from .stacking import split, stack
+
+GATES = ("i", "f", "g", "o")
+"""The gates in torch's order."""
+
+
+class LSTM(Cell):
+    """LSTM cell with per-gate parameters keyed by the book's symbols.
+
+    Parameters
+    ----------
+    n_in, n_hidden : int
+        Input width and hidden width H.
+
+    Parameters dict, for each gate ``q`` in ``i, f, g, o``: ``W_xq`` ``(H, n_in)``, ``W_hq`` ``(H, H)``,
+    ``b_q`` ``(H,)``. State: ``(h, c)``, each ``(B, H)``.
+    """
+
+    def __init__(self, n_in: int, n_hidden: int):
+        self.n_in = check_positive_int(n_in, "n_in")
+        self.n_hidden = check_positive_int(n_hidden, "n_hidden")
+        self.state_widths = (self.n_hidden, self.n_hidden)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        H = self.n_hidden
+        shapes = {}
+        for q in GATES:
+            shapes.update({f"W_x{q}": (H, self.n_in), f"W_h{q}": (H, H), f"b_{q}": (H,)})
+        return shapes
+
+    def init_params(self, rng: np.random.Generator | int) -> Params:
+        """Uniform in ``[-1/sqrt(H), 1/sqrt(H)]``, the scale ``torch.nn.LSTM`` uses."""
+        return self._init_uniform(rng, 1.0 / math.sqrt(self.n_hidden))
+
+    def _step(self, params: Params, x_t: Array, state: tuple[Array, Array]) -> tuple[tuple[Array, Array], Cache]:
+        h_prev, c_prev = state
+        p = params
+        i = sigmoid(x_t @ p["W_xi"].T + h_prev @ p["W_hi"].T + p["b_i"])   # input gate: (B, H)
+        f = sigmoid(x_t @ p["W_xf"].T + h_prev @ p["W_hf"].T + p["b_f"])   # forget gate
+        g = np.tanh(x_t @ p["W_xg"].T + h_prev @ p["W_hg"].T + p["b_g"])   # candidate
+        o = sigmoid(x_t @ p["W_xo"].T + h_prev @ p["W_ho"].T + p["b_o"])   # output gate
+        c = f * c_prev + i * g                                             # c_t
+        tanh_c = np.tanh(c)
+        h = o * tanh_c                                                     # h_t
+        return (h, c), (x_t, h_prev, c_prev, i, f, g, o, tanh_c)
+
+    def _step_backward(
+        self, params: Params, cache: Cache, d_state: tuple[Array, Array]
+    ) -> tuple[Params, tuple[Array, Array], Array]:
+        dh, dc = d_state                         # hbar_t, and cbar_t from step t+1
+        x_t, h_prev, c_prev, i, f, g, o, tanh_c = cache
+        do = dh * tanh_c                         # h_t = o_t * tanh(c_t)
+        dc = dc + dh * o * (1.0 - tanh_c**2)     # cbar_t: from the future + through h_t
+        dc_prev = dc * f                         # the carousel: cbar_{t-1} via c_t
+        da = {                                   # pre-activation adjoints, (B, H) each
+            "i": dc * g * i * (1.0 - i),         # c_t = ... + i_t * g_t, sigmoid'
+            "f": dc * c_prev * f * (1.0 - f),    # c_t = f_t * c_{t-1} + ..., sigmoid'
+            "g": dc * i * (1.0 - g * g),         # tanh'
+            "o": do * o * (1.0 - o),             # sigmoid'
+        }
+        d_params = {}
+        dh_prev = np.zeros_like(h_prev)
+        dx = np.zeros_like(x_t, dtype=np.result_type(x_t, dh))
+        for q, da_q in da.items():
+            d_params[f"W_x{q}"] = da_q.T @ x_t
+            d_params[f"W_h{q}"] = da_q.T @ h_prev
+            d_params[f"b_{q}"] = da_q.sum(axis=0)
+            dh_prev += da_q @ params[f"W_h{q}"]  # W_hq^T abar_q, summed over gates
+            dx += da_q @ params[f"W_x{q}"]
+        return d_params, (dh_prev, dc_prev), dx
+
+    # ----- fused sequence methods: same numbers as the step loop, faster ---------------------------
+    def forward_sequence(
+        self, params: Params, xs: Array, state0: tuple[Array, Array]
+    ) -> tuple[Array, tuple[Array, Array], Cache]:
+        """All T steps, with the four gates' weights stacked: ``(hs, (h_T, c_T), cache)``.
+
+        ``xs`` (T, B, n_in), ``state0`` two (B, H) arrays -> ``hs`` (T, B, H).
+        """
+        h0, c0 = state0
+        T, B, n_in = xs.shape
+        H = self.n_hidden
+        W_x = stack(params, [f"W_x{q}" for q in GATES])                  # (4H, n_in)
+        W_h_T = np.ascontiguousarray(stack(params, [f"W_h{q}" for q in GATES]).T)  # (H, 4H)
+        b = stack(params, [f"b_{q}" for q in GATES])                     # (4H,)
+        a_in = (xs.reshape(T * B, n_in) @ W_x.T + b).reshape(T, B, 4 * H)
+        dtype = np.result_type(a_in, h0, c0)
+        gates = np.empty((T, B, 4 * H), dtype=dtype)                      # [i | f | g | o]
+        cs = np.empty((T, B, H), dtype=dtype)
+        tanh_cs = np.empty((T, B, H), dtype=dtype)
+        hs = np.empty((T, B, H), dtype=dtype)
+        h, c = h0, c0
+        for t in range(T):
+            a = a_in[t] + h @ W_h_T
+            z = gates[t]
+            z[:] = sigmoid(a)
+            z[:, 2 * H:3 * H] = np.tanh(a[:, 2 * H:3 * H])
+            c = cs[t] = z[:, H:2 * H] * c + z[:, :H] * z[:, 2 * H:3 * H]     # f * c + i * g
+            tanh_cs[t] = np.tanh(c)
+            h = hs[t] = z[:, 3 * H:] * tanh_cs[t]                          # o * tanh(c)
+        return hs.copy(), (h.copy(), c.copy()), (xs, h0, c0, hs, cs, tanh_cs, gates)
+
+    def backward_sequence(
+        self, params: Params, cache: Cache, dhs: Array, d_final: tuple[Array, Array]
+    ) -> tuple[Params, Array, tuple[Array, Array]]:
+        """All T steps backward; the sums over time are single matrix products.
+
+        ``dhs`` (T, B, H), ``d_final`` two (B, H) arrays -> ``grads``, ``dxs`` (T, B, n_in),
+        ``(dh0, dc0)``.
+        """
+        xs, h0, c0, hs, cs, tanh_cs, gates = cache
+        T, B, n_in = xs.shape
+        H = self.n_hidden
+        W_h = stack(params, [f"W_h{q}" for q in GATES])                  # (4H, H)
+        i, f, g, o = (gates[..., k * H:(k + 1) * H] for k in range(4))
+        c_prev = np.concatenate([c0[None], cs[:-1]])                      # c_{t-1}: (T, B, H)
+        # local derivatives of every gate for every t at once
+        d_sig = gates * (1.0 - gates)
+        d_sig[..., 2 * H:3 * H] = 1.0 - g * g                              # tanh' for g
+        dh_next, dc_next = d_final
+        das = np.empty(gates.shape, dtype=np.result_type(gates, dhs, dh_next))
+        for t in reversed(range(T)):
+            dh = dhs[t] + dh_next
+            dc = dc_next + dh * o[t] * (1.0 - tanh_cs[t] ** 2)
+            da = das[t]
+            da[:, :H] = dc * g[t]                                         # d i
+            da[:, H:2 * H] = dc * c_prev[t]                               # d f
+            da[:, 2 * H:3 * H] = dc * i[t]                                # d g
+            da[:, 3 * H:] = dh * tanh_cs[t]                               # d o
+            da *= d_sig[t]                                                # to pre-activations
+            dc_next = dc * f[t]
+            dh_next = da @ W_h
+        h_prev = np.concatenate([h0[None], hs[:-1]]).reshape(T * B, H)
+        da_flat = das.reshape(T * B, 4 * H)
+        grads = {
+            **split(da_flat.T @ xs.reshape(T * B, n_in), [f"W_x{q}" for q in GATES]),
+            **split(da_flat.T @ h_prev, [f"W_h{q}" for q in GATES]),
+            **split(da_flat.sum(axis=0), [f"b_{q}" for q in GATES]),
+        }
+        W_x = stack(params, [f"W_x{q}" for q in GATES])
+        dxs = (da_flat @ W_x).reshape(T, B, n_in)
+        return {key: grads[key] for key in params}, dxs, (dh_next, dc_next)
