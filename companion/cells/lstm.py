@@ -28,6 +28,9 @@ from .stacking import split, stack
 GATES = ("i", "f", "g", "o")
 """The gates in torch's order."""
 
+_FUSED = ("i", "f", "o", "g")
+"""The gates in the fused path's order: the three sigmoid gates first."""
+
 
 class LSTM(Cell):
     """LSTM cell with per-gate parameters keyed by the book's symbols.
@@ -95,34 +98,40 @@ class LSTM(Cell):
         return d_params, (dh_prev, dc_prev), dx
 
     # ----- fused sequence methods: same numbers as the step loop, faster ---------------------------
+    # The fused path stacks the gates as [i | f | o | g], so that the three sigmoid gates are one block.
+    # sigmoid(a) = (1 + tanh(a / 2)) / 2, and halving the sigmoid gates' weights and biases (exact in
+    # binary floating point) gives a / 2 straight from the matrix product: one tanh serves all four gates.
+
     def forward_sequence(
         self, params: Params, xs: Array, state0: tuple[Array, Array]
     ) -> tuple[Array, tuple[Array, Array], Cache]:
-        """All T steps, with the four gates' weights stacked: ``(hs, (h_T, c_T), cache)``.
+        """All T steps with the gates' weights stacked: ``(hs, (h_T, c_T), cache)``.
 
         ``xs`` (T, B, n_in), ``state0`` two (B, H) arrays -> ``hs`` (T, B, H).
         """
         h0, c0 = state0
         T, B, n_in = xs.shape
         H = self.n_hidden
-        W_x = stack(params, [f"W_x{q}" for q in GATES])                  # (4H, n_in)
-        W_h_T = np.ascontiguousarray(stack(params, [f"W_h{q}" for q in GATES]).T)  # (H, 4H)
-        b = stack(params, [f"b_{q}" for q in GATES])                     # (4H,)
+        half = np.concatenate([np.full(3 * H, 0.5), np.ones(H)])          # halve i, f, o; keep g
+        half = half.astype(np.result_type(*params.values()))
+        W_x = stack(params, [f"W_x{q}" for q in _FUSED]) * half[:, None]   # (4H, n_in)
+        W_h_T = np.ascontiguousarray((stack(params, [f"W_h{q}" for q in _FUSED]) * half[:, None]).T)
+        b = stack(params, [f"b_{q}" for q in _FUSED]) * half               # (4H,)
         a_in = (xs.reshape(T * B, n_in) @ W_x.T + b).reshape(T, B, 4 * H)
-        dtype = np.result_type(a_in, h0, c0)
-        gates = np.empty((T, B, 4 * H), dtype=dtype)                      # [i | f | g | o]
+        dtype = np.result_type(a_in, h0, c0, W_h_T)
+        gates = np.empty((T, B, 4 * H), dtype=dtype)                      # [i | f | o | g]
         cs = np.empty((T, B, H), dtype=dtype)
         tanh_cs = np.empty((T, B, H), dtype=dtype)
         hs = np.empty((T, B, H), dtype=dtype)
         h, c = h0, c0
         for t in range(T):
-            a = a_in[t] + h @ W_h_T
             z = gates[t]
-            z[:] = sigmoid(a)
-            z[:, 2 * H:3 * H] = np.tanh(a[:, 2 * H:3 * H])
-            c = cs[t] = z[:, H:2 * H] * c + z[:, :H] * z[:, 2 * H:3 * H]     # f * c + i * g
-            tanh_cs[t] = np.tanh(c)
-            h = hs[t] = z[:, 3 * H:] * tanh_cs[t]                          # o * tanh(c)
+            np.tanh(a_in[t] + h @ W_h_T, out=z)
+            z[:, :3 * H] *= 0.5                                           # sigmoid = (1 + tanh) / 2
+            z[:, :3 * H] += 0.5
+            c = cs[t] = z[:, H:2 * H] * c + z[:, :H] * z[:, 3 * H:]       # f * c + i * g
+            np.tanh(c, out=tanh_cs[t])
+            h = hs[t] = z[:, 2 * H:3 * H] * tanh_cs[t]                     # o * tanh(c)
         return hs.copy(), (h.copy(), c.copy()), (xs, h0, c0, hs, cs, tanh_cs, gates)
 
     def backward_sequence(
@@ -136,32 +145,34 @@ class LSTM(Cell):
         xs, h0, c0, hs, cs, tanh_cs, gates = cache
         T, B, n_in = xs.shape
         H = self.n_hidden
-        W_h = stack(params, [f"W_h{q}" for q in GATES])                  # (4H, H)
-        i, f, g, o = (gates[..., k * H:(k + 1) * H] for k in range(4))
+        W_h = stack(params, [f"W_h{q}" for q in _FUSED])                 # (4H, H)
+        i, f, o, g = (gates[..., k * H:(k + 1) * H] for k in range(4))
         c_prev = np.concatenate([c0[None], cs[:-1]])                      # c_{t-1}: (T, B, H)
-        # local derivatives of every gate for every t at once
-        d_sig = gates * (1.0 - gates)
-        d_sig[..., 2 * H:3 * H] = 1.0 - g * g                              # tanh' for g
+        # Everything that does not depend on the adjoints, for all t at once: each gate's pre-activation
+        # adjoint is (cbar_t or hbar_t) times a factor known from the forward pass.
+        factor = np.empty_like(gates)
+        factor[..., :H] = g * i * (1.0 - i)                               # d a_i / d cbar
+        factor[..., H:2 * H] = c_prev * f * (1.0 - f)                     # d a_f / d cbar
+        factor[..., 3 * H:] = i * (1.0 - g * g)                           # d a_g / d cbar
+        factor[..., 2 * H:3 * H] = tanh_cs * o * (1.0 - o)                # d a_o / d hbar
+        dc_from_h = o * (1.0 - tanh_cs**2)                                # d cbar / d hbar
         dh_next, dc_next = d_final
         das = np.empty(gates.shape, dtype=np.result_type(gates, dhs, dh_next))
+        blocks = das.reshape(T, B, 4, H)
+        factor_blocks = factor.reshape(T, B, 4, H)
         for t in reversed(range(T)):
-            dh = dhs[t] + dh_next
-            dc = dc_next + dh * o[t] * (1.0 - tanh_cs[t] ** 2)
-            da = das[t]
-            da[:, :H] = dc * g[t]                                         # d i
-            da[:, H:2 * H] = dc * c_prev[t]                               # d f
-            da[:, 2 * H:3 * H] = dc * i[t]                                # d g
-            da[:, 3 * H:] = dh * tanh_cs[t]                               # d o
-            da *= d_sig[t]                                                # to pre-activations
-            dc_next = dc * f[t]
-            dh_next = da @ W_h
+            dh = dhs[t] + dh_next                                         # hbar_t
+            dc = dc_next + dh * dc_from_h[t]                              # cbar_t
+            np.multiply(dc[:, None, :], factor_blocks[t], out=blocks[t])  # i, f, (o), g blocks
+            np.multiply(dh, factor[t, :, 2 * H:3 * H], out=das[t, :, 2 * H:3 * H])   # o block
+            dc_next = dc * f[t]                                           # the carousel
+            dh_next = das[t] @ W_h
         h_prev = np.concatenate([h0[None], hs[:-1]]).reshape(T * B, H)
         da_flat = das.reshape(T * B, 4 * H)
         grads = {
-            **split(da_flat.T @ xs.reshape(T * B, n_in), [f"W_x{q}" for q in GATES]),
-            **split(da_flat.T @ h_prev, [f"W_h{q}" for q in GATES]),
-            **split(da_flat.sum(axis=0), [f"b_{q}" for q in GATES]),
+            **split(da_flat.T @ xs.reshape(T * B, n_in), [f"W_x{q}" for q in _FUSED]),
+            **split(da_flat.T @ h_prev, [f"W_h{q}" for q in _FUSED]),
+            **split(da_flat.sum(axis=0), [f"b_{q}" for q in _FUSED]),
         }
-        W_x = stack(params, [f"W_x{q}" for q in GATES])
-        dxs = (da_flat @ W_x).reshape(T, B, n_in)
+        dxs = (da_flat @ stack(params, [f"W_x{q}" for q in _FUSED])).reshape(T, B, n_in)
         return {key: grads[key] for key in params}, dxs, (dh_next, dc_next)
