@@ -1,15 +1,22 @@
-"""Forward + backward time of the companion's Elman BPTT against torch.nn.RNN with autograd, on the CPU.
+"""Forward + backward time of the companion's BPTT against torch on the CPU, for Elman, LSTM and GRU.
 
 Run by hand (not part of the test suite)::
 
-    python benchmarks/bptt_speed.py                # T=100, B=32, n_in=64, H=128, 1 thread
-    python benchmarks/bptt_speed.py --threads 2
+    python benchmarks/bptt_speed.py                      # T=100, B=32, n_in=64, H=128, 1 thread
+    python benchmarks/bptt_speed.py --threads 2 --cells lstm gru
 
-Prints a markdown table: the median over repeats of forward, backward and forward + backward time for
-the companion (fused path, the default of ``companion.bptt``; and the generic step loop) and for
-``torch.nn.RNN`` + autograd on the same weights, the companion's speed relative to torch (above 1 means
-faster), and the companion's backward/forward time ratio. The loss is sum(hs * dhs) in both, so both
-compute the same gradients; the script checks that they agree before timing.
+For each cell and dtype it prints a markdown table row per implementation: the median over repeats of
+forward, backward and forward + backward time, the speed relative to the torch module (above 1 means
+faster than ``torch.nn.RNN/LSTM/GRU`` + autograd), and the backward/forward time ratio. The
+implementations:
+
+* ``torch.nn.<module> + autograd``: the production kernel, weights copied with ``companion.torch_ref``;
+* ``torch autograd, Python loop``: the same cell written step by step with torch tensor operations, the
+  way most courses write an RNN from scratch, differentiated by autograd;
+* ``companion, fused path`` and ``companion, step loop``: ``companion.bptt`` with ``fused=True``/``False``.
+
+The loss is sum(hs * dhs) everywhere, so all compute the same gradients; the script checks that the
+companion's gradient of the recurrent weights agrees with torch's before timing.
 """
 from __future__ import annotations
 
@@ -30,6 +37,35 @@ def median_ms(function, repeats: int) -> float:
     return 1e3 * float(np.median(times))
 
 
+def torch_loop(cell, tensors: dict, x, torch):
+    """The cell written step by step with torch operations: hs (T, B, H)."""
+    from companion.cells import GRU, LSTM
+
+    p = tensors
+    T, B = x.shape[:2]
+    h = torch.zeros(B, cell.n_hidden, dtype=x.dtype)
+    c = torch.zeros_like(h)
+    outputs = []
+    for t in range(T):
+        x_t = x[t]
+        if isinstance(cell, LSTM):
+            i = torch.sigmoid(x_t @ p["W_xi"].T + h @ p["W_hi"].T + p["b_i"])
+            f = torch.sigmoid(x_t @ p["W_xf"].T + h @ p["W_hf"].T + p["b_f"])
+            g = torch.tanh(x_t @ p["W_xg"].T + h @ p["W_hg"].T + p["b_g"])
+            o = torch.sigmoid(x_t @ p["W_xo"].T + h @ p["W_ho"].T + p["b_o"])
+            c = f * c + i * g
+            h = o * torch.tanh(c)
+        elif isinstance(cell, GRU):
+            r = torch.sigmoid(x_t @ p["W_xr"].T + h @ p["W_hr"].T + p["b_r"])
+            z = torch.sigmoid(x_t @ p["W_xz"].T + h @ p["W_hz"].T + p["b_z"])
+            n = torch.tanh(x_t @ p["W_xn"].T + p["b_xn"] + r * (h @ p["W_hn"].T + p["b_hn"]))
+            h = (1 - z) * n + z * h
+        else:
+            h = torch.tanh(x_t @ p["W_xh"].T + h @ p["W_hh"].T + p["b_h"])
+        outputs.append(h)
+    return torch.stack(outputs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--T", type=int, default=100)
@@ -38,6 +74,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--cells", nargs="+", default=["elman", "lstm", "gru"], choices=["elman", "lstm", "gru"])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     args = parser.parse_args()
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(args.threads)  # before numpy and torch load their BLAS
@@ -46,51 +84,71 @@ def main() -> None:
     import torch
 
     from companion import bptt, torch_ref
-    from companion.cells import Elman
+    from companion.cells import GRU, LSTM, Elman
 
     torch.set_num_threads(args.threads)
     T, B, n_in, H = args.T, args.B, args.n_in, args.hidden
+    make = {"elman": lambda: Elman(n_in, H), "lstm": lambda: LSTM(n_in, H), "gru": lambda: GRU(n_in, H)}
     print(f"T={T}, B={B}, n_in={n_in}, H={H}, threads={args.threads}, numpy {np.__version__}, torch {torch.__version__}")
     print()
-    print("| dtype | implementation | forward (ms) | backward (ms) | fwd+bwd (ms) | speed vs torch | bwd/fwd |")
-    print("|---|---|---|---|---|---|---|")
-    for np_dtype, torch_dtype in ((np.float32, torch.float32), (np.float64, torch.float64)):
-        cell = Elman(n_in, H)
-        params = {key: value.astype(np_dtype) for key, value in cell.init_params(0).items()}
-        rng = np.random.default_rng(0)
-        xs = rng.normal(size=(T, B, n_in)).astype(np_dtype)
-        dhs = rng.normal(size=(T, B, H)).astype(np_dtype)
+    print("| cell | dtype | implementation | forward (ms) | backward (ms) | fwd+bwd (ms) | speed vs torch module | bwd/fwd |")
+    print("|---|---|---|---|---|---|---|---|")
+    for cell_name in args.cells:
+        for dtype_name in args.dtypes:
+            np_dtype, torch_dtype = np.dtype(dtype_name), getattr(torch, dtype_name)
+            cell = make[cell_name]()
+            params = {key: value.astype(np_dtype) for key, value in cell.init_params(0).items()}
+            rng = np.random.default_rng(0)
+            xs = rng.normal(size=(T, B, n_in)).astype(np_dtype)
+            dhs = rng.normal(size=(T, B, H)).astype(np_dtype)
+            x, d = torch.from_numpy(xs), torch.from_numpy(dhs)
 
-        module = torch_ref.to_torch(cell, params, dtype=torch_dtype)
-        x, d = torch.from_numpy(xs), torch.from_numpy(dhs)
+            module = torch_ref.to_torch(cell, params, dtype=torch_dtype)
+            tensors = {key: torch.tensor(value, requires_grad=True) for key, value in params.items()}
 
-        def torch_forward():
-            with torch.no_grad():
-                module(x)
+            def module_forward():
+                with torch.no_grad():
+                    module(x)
 
-        def torch_forward_backward():
-            module.zero_grad()
-            out, _ = module(x)
-            (out * d).sum().backward()
+            def module_forward_backward():
+                module.zero_grad()
+                out, _ = module(x)
+                (out * d).sum().backward()
 
-        torch_forward_backward()
-        hs, cache = bptt.forward(cell, params, xs)
-        grads, _, _ = bptt.backward(cell, params, cache, dhs)
-        tolerance = 1e-3 if np_dtype == np.float32 else 1e-10
-        np.testing.assert_allclose(grads["W_hh"], module.weight_hh_l0.grad.numpy(), rtol=tolerance, atol=tolerance)
+            def loop_forward():
+                with torch.no_grad():
+                    torch_loop(cell, tensors, x, torch)
 
-        rows = []
-        t_torch_f = median_ms(torch_forward, args.repeats)
-        t_torch_fb = median_ms(torch_forward_backward, args.repeats)
-        rows.append(("torch.nn.RNN + autograd", t_torch_f, t_torch_fb - t_torch_f, t_torch_fb))
-        for label, fused in (("companion, fused path", True), ("companion, step loop", False)):
-            _, cache = bptt.forward(cell, params, xs, fused=fused)
-            t_f = median_ms(lambda: bptt.forward(cell, params, xs, fused=fused), args.repeats)
-            t_b = median_ms(lambda: bptt.backward(cell, params, cache, dhs), args.repeats)
-            rows.append((label, t_f, t_b, t_f + t_b))
-        for label, t_f, t_b, t_fb in rows:
-            print(f"| {np.dtype(np_dtype).name} | {label} | {t_f:.2f} | {t_b:.2f} | {t_fb:.2f} "
-                  f"| {t_torch_fb / t_fb:.2f}x | {t_b / t_f:.2f} |")
+            def loop_forward_backward():
+                for tensor in tensors.values():
+                    tensor.grad = None
+                (torch_loop(cell, tensors, x, torch) * d).sum().backward()
+
+            module_forward_backward()
+            _, cache = bptt.forward(cell, params, xs)
+            grads, _, _ = bptt.backward(cell, params, cache, dhs)
+            recurrent = {"elman": "W_hh", "lstm": "W_hf", "gru": "W_hz"}[cell_name]
+            loop_forward_backward()
+            tolerance = 1e-3 if np_dtype == np.float32 else 1e-9
+            np.testing.assert_allclose(grads[recurrent], tensors[recurrent].grad.numpy(), rtol=tolerance, atol=tolerance)
+
+            rows = []
+            for label, forward_only, forward_backward in (
+                (f"torch.nn.{type(module).__name__} + autograd", module_forward, module_forward_backward),
+                ("torch autograd, Python loop", loop_forward, loop_forward_backward),
+            ):
+                t_f = median_ms(forward_only, args.repeats)
+                t_fb = median_ms(forward_backward, args.repeats)
+                rows.append((label, t_f, t_fb - t_f, t_fb))
+            for label, fused in (("companion, fused path", True), ("companion, step loop", False)):
+                _, cache = bptt.forward(cell, params, xs, fused=fused)
+                t_f = median_ms(lambda: bptt.forward(cell, params, xs, fused=fused), args.repeats)
+                t_b = median_ms(lambda: bptt.backward(cell, params, cache, dhs), args.repeats)
+                rows.append((label, t_f, t_b, t_f + t_b))
+            reference = rows[0][3]
+            for label, t_f, t_b, t_fb in rows:
+                print(f"| {cell_name} | {dtype_name} | {label} | {t_f:.2f} | {t_b:.2f} | {t_fb:.2f} "
+                      f"| {reference / t_fb:.2f}x | {t_b / t_f:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -113,31 +113,43 @@ class GRU(Cell):
         return {key: d_params[key] for key in p}, dh_prev, dx
 
     # ----- fused sequence methods: same numbers as the step loop, faster ---------------------------
+    # sigmoid(a) = (1 + tanh(a / 2)) / 2: halving the r and z rows of the weights and biases (exact in
+    # binary floating point) gives a / 2 straight from the matrix products, so one tanh and two in-place
+    # operations replace the sigmoid of both gates.
+
     def forward_sequence(self, params: Params, xs: Array, h0: Array) -> tuple[Array, Array, Cache]:
         """All T steps; input projections of all steps in one product. ``hs`` (T, B, H)."""
         T, B, n_in = xs.shape
         H = self.n_hidden
         p = params
+        dtype = np.result_type(xs, h0, *p.values())
+        half = np.concatenate([np.full(2 * H, 0.5), np.ones(H)]).astype(dtype)   # r, z halved; n not
         b_x = np.concatenate([p["b_r"], p["b_z"], p["b_xn"] if self.variant == "torch" else p["b_n"]])
-        a_in = (xs.reshape(T * B, n_in) @ stack(p, ["W_xr", "W_xz", "W_xn"]).T + b_x).reshape(T, B, 3 * H)
-        dtype = np.result_type(a_in, h0)
+        W_x = stack(p, ["W_xr", "W_xz", "W_xn"]) * half[:, None]
+        a_in = (xs.reshape(T * B, n_in) @ W_x.T + b_x * half).reshape(T, B, 3 * H)
         gates = np.empty((T, B, 3 * H), dtype=dtype)                       # [r | z | n]
         kept = np.empty((T, B, H), dtype=dtype)                             # W_hn h + b_hn, or r * h
         hs = np.empty((T, B, H), dtype=dtype)
         h = h0
         if self.variant == "torch":
-            W_h_T = np.ascontiguousarray(stack(p, ["W_hr", "W_hz", "W_hn"]).T)   # (H, 3H)
+            W_h_T = np.ascontiguousarray((stack(p, ["W_hr", "W_hz", "W_hn"]) * half[:, None]).T)  # (H, 3H)
             for t in range(T):
                 a_h = h @ W_h_T                                             # (B, 3H)
-                rz = gates[t, :, :2 * H] = sigmoid(a_in[t, :, :2 * H] + a_h[:, :2 * H])
+                rz = gates[t, :, :2 * H]
+                np.tanh(a_in[t, :, :2 * H] + a_h[:, :2 * H], out=rz)
+                rz *= 0.5                                                   # sigmoid = (1 + tanh) / 2
+                rz += 0.5
                 hn = kept[t] = a_h[:, 2 * H:] + p["b_hn"]
                 n = gates[t, :, 2 * H:] = np.tanh(a_in[t, :, 2 * H:] + rz[:, :H] * hn)
                 h = hs[t] = n + rz[:, H:] * (h - n)                         # (1 - z) n + z h
         else:
-            W_hrz_T = np.ascontiguousarray(stack(p, ["W_hr", "W_hz"]).T)   # (H, 2H)
+            W_hrz_T = np.ascontiguousarray((stack(p, ["W_hr", "W_hz"]) * 0.5).T)   # (H, 2H)
             W_hn_T = np.ascontiguousarray(p["W_hn"].T)
             for t in range(T):
-                rz = gates[t, :, :2 * H] = sigmoid(a_in[t, :, :2 * H] + h @ W_hrz_T)
+                rz = gates[t, :, :2 * H]
+                np.tanh(a_in[t, :, :2 * H] + h @ W_hrz_T, out=rz)
+                rz *= 0.5
+                rz += 0.5
                 rh = kept[t] = rz[:, :H] * h
                 n = gates[t, :, 2 * H:] = np.tanh(a_in[t, :, 2 * H:] + rh @ W_hn_T)
                 h = hs[t] = n + rz[:, H:] * (h - n)
@@ -146,7 +158,10 @@ class GRU(Cell):
     def backward_sequence(
         self, params: Params, cache: Cache, dhs: Array, dh_final: Array
     ) -> tuple[Params, Array, Array]:
-        """All T steps backward; the sums over time are single matrix products."""
+        """All T steps backward; the sums over time are single matrix products.
+
+        ``dhs`` (T, B, H), ``dh_final`` (B, H) -> ``grads``, ``dxs`` (T, B, n_in), ``dh0`` (B, H).
+        """
         xs, h0, hs, gates, kept = cache
         T, B, n_in = xs.shape
         H = self.n_hidden
@@ -154,52 +169,49 @@ class GRU(Cell):
         torch_variant = self.variant == "torch"
         h_prev = np.concatenate([h0[None], hs[:-1]])                       # h_{t-1}: (T, B, H)
         r, z, n = (gates[..., k * H:(k + 1) * H] for k in range(3))
-        d_sig = gates[..., :2 * H] * (1.0 - gates[..., :2 * H])            # sigmoid' of r and z
-        d_tanh = 1.0 - n * n
+        # Factors known from the forward pass, for all t at once: each adjoint below is hbar_t (or
+        # nbar's pre-activation adjoint) times one of them.
+        to_n = (1.0 - z) * (1.0 - n * n)                                   # abar_n = hbar * to_n
+        to_z = (h_prev - n) * z * (1.0 - z)                                # abar_z = hbar * to_z
+        # abar_r = abar_n * kept * sigmoid'(r) (torch), or (W_hn^T abar_n) * h_{t-1} * sigmoid'(r) (cho)
+        to_r = (kept if torch_variant else h_prev) * r * (1.0 - r)
         dtype = np.result_type(gates, dhs, dh_final)
-        da_x = np.empty(gates.shape, dtype=dtype)                          # adjoints of the input sums
-        d_kept = np.empty(kept.shape, dtype=dtype)                         # of W_hn h + b_hn, or of r h
-        if torch_variant:
-            W_h = stack(p, ["W_hr", "W_hz", "W_hn"])                      # (3H, H)
-        else:
-            W_hrz = stack(p, ["W_hr", "W_hz"])                            # (2H, H)
+        # adjoints of the pre-activations, [r | z | W_hn-term | n]; the W_hn-term is the adjoint of
+        # W_hn h + b_hn (torch) or of W_hn (r h) (cho)
+        das = np.empty((T, B, 4 * H), dtype=dtype)
+        W_h = stack(p, ["W_hr", "W_hz", "W_hn"]) if torch_variant else stack(p, ["W_hr", "W_hz"])
         dh_next = dh_final
         for t in reversed(range(T)):
-            dh = dhs[t] + dh_next
-            da = da_x[t]
-            da_n = da[:, 2 * H:] = dh * (1.0 - z[t]) * d_tanh[t]
+            da = das[t]
+            dh = dhs[t] + dh_next                                          # hbar_t
+            da_n = np.multiply(dh, to_n[t], out=da[:, 3 * H:])
+            np.multiply(dh, to_z[t], out=da[:, H:2 * H])
             if torch_variant:
-                d_kept[t] = da_n * r[t]
-                da[:, :H] = da_n * kept[t]                                 # d r
+                np.multiply(da_n, r[t], out=da[:, 2 * H:3 * H])           # adjoint of W_hn h + b_hn
+                np.multiply(da_n, to_r[t], out=da[:, :H])
+                dh_next = dh * z[t] + da[:, :3 * H] @ W_h
             else:
-                d_rh = da_n @ p["W_hn"]
-                d_kept[t] = da_n                                           # W_hn's gradient uses r h
-                da[:, :H] = d_rh * h_prev[t]                               # d r
-            da[:, H:2 * H] = dh * (h_prev[t] - n[t])                       # d z
-            da[:, :2 * H] *= d_sig[t]
-            if torch_variant:
-                a_h = np.concatenate([da[:, :2 * H], d_kept[t]], axis=1)   # adjoint of h @ W_h^T
-                dh_next = dh * z[t] + a_h @ W_h
-            else:
-                dh_next = dh * z[t] + d_rh * r[t] + da[:, :2 * H] @ W_hrz
+                da[:, 2 * H:3 * H] = da_n                                  # W_hn's adjoint uses r h
+                d_rh = da_n @ p["W_hn"]                                    # adjoint of r * h_{t-1}
+                np.multiply(d_rh, to_r[t], out=da[:, :H])
+                dh_next = dh * z[t] + d_rh * r[t] + da[:, :2 * H] @ W_h
         X = xs.reshape(T * B, n_in)
-        Hp = h_prev.reshape(T * B, H)
-        da_flat = da_x.reshape(T * B, 3 * H)
-        rz_flat = da_flat[:, :2 * H]
+        da_flat = das.reshape(T * B, 4 * H)
+        da_rz, da_hn, da_n = da_flat[:, :2 * H], da_flat[:, 2 * H:3 * H], da_flat[:, 3 * H:]
+        hn_input = h_prev if torch_variant else kept                       # what W_hn multiplies
         grads = {
-            **split(da_flat.T @ X, ["W_xr", "W_xz", "W_xn"]),
-            **split(rz_flat.T @ Hp, ["W_hr", "W_hz"]),
-            "b_r": rz_flat[:, :H].sum(axis=0),
-            "b_z": rz_flat[:, H:].sum(axis=0),
+            **split(da_rz.T @ X, ["W_xr", "W_xz"]),
+            "W_xn": da_n.T @ X,
+            **split(da_rz.T @ h_prev.reshape(T * B, H), ["W_hr", "W_hz"]),
+            "W_hn": da_hn.T @ hn_input.reshape(T * B, H),
+            **split(da_rz.sum(axis=0), ["b_r", "b_z"]),
         }
-        kept_flat = d_kept.reshape(T * B, H)
         if torch_variant:
-            grads.update({"W_hn": kept_flat.T @ Hp, "b_hn": kept_flat.sum(axis=0),
-                          "b_xn": da_flat[:, 2 * H:].sum(axis=0)})
+            grads.update({"b_xn": da_n.sum(axis=0), "b_hn": da_hn.sum(axis=0)})
         else:
-            grads.update({"W_hn": kept_flat.T @ kept.reshape(T * B, H), "b_n": da_flat[:, 2 * H:].sum(axis=0)})
-        dxs = (da_flat @ stack(p, ["W_xr", "W_xz", "W_xn"])).reshape(T, B, n_in)
-        return {key: grads[key] for key in p}, dxs, dh_next
+            grads["b_n"] = da_n.sum(axis=0)
+        dxs = da_rz @ stack(p, ["W_xr", "W_xz"]) + da_n @ p["W_xn"]
+        return {key: grads[key] for key in p}, dxs.reshape(T, B, n_in), dh_next
 
     def __repr__(self) -> str:
         return f"GRU(n_in={self.n_in}, n_hidden={self.n_hidden}, variant={self.variant!r})"
