@@ -3,15 +3,19 @@
 Imported by the test modules as ``from helpers import ...`` (pytest puts ``tests/`` on ``sys.path``
 because the folder is not a package).
 
-A problem is ``(params, xs, state0, dhs)`` for a cell: ``xs`` (T, B, n_in), ``state0`` (B, width) and
-``dhs`` (T, B, width), the gradient of the loss L = sum(hs * dhs) with respect to ``hs``.
+A problem is ``(params, xs, state0, dhs)`` for a cell: ``xs`` (T, B, n_in), ``state0`` (B, width) (or,
+for a cell with a multi-part state such as the LSTM's ``(h, c)``, a tuple of such arrays) and ``dhs``
+(T, B, width), the gradient of the loss L = sum(hs * dhs) with respect to ``hs``.
+
+Gradient dicts hold the parameters' keys, ``"xs"`` and the initial state's entries: ``"state0"`` for a
+one-part state, ``"state0[0]"``, ``"state0[1]"``, ... for a tuple (``state_entries``).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from companion import bptt
-from companion.cells import Elman, Jordan
+from companion.cells import GRU, LSTM, Elman, Jordan
 from companion.gradcheck import numerical_gradient, relative_errors
 
 # (T, B, n_in, H): T = 1, B = 1, n_in = 1 and H != n_in all occur.
@@ -34,6 +38,9 @@ JORDAN_SHAPES = [
 JORDAN_IDS = [f"T{T}-B{B}-in{n_in}-H{H}-out{n_out}" for T, B, n_in, H, n_out in JORDAN_SHAPES]
 
 NONLINEARITIES = ["tanh", "relu", "linear"]
+
+# The gated cells, by test id: the LSTM (state (h, c)) and both variants of the GRU.
+GATED_KINDS = ["lstm", "gru-torch", "gru-cho"]
 
 # The two paths of companion.bptt: a cell's fused sequence methods (where it has them) and the step loop.
 PATHS = ["fused", "steps"]
@@ -63,13 +70,36 @@ def make_dhs(rng: np.random.Generator, T: int, B: int, width: int, kind: str) ->
 
 def make_problem(cell, T: int, B: int, rng: np.random.Generator, *, zero_state: bool = False,
                  dhs_kind: str = "random", scale: float = 1.0):
-    """Random float64 ``(params, xs, state0, dhs)`` of the given sizes for ``cell``."""
+    """Random float64 ``(params, xs, state0, dhs)`` of the given sizes for ``cell``.
+
+    ``state0`` is one (B, width) array, or a tuple of them for a cell with several ``state_widths``.
+    """
     params = {key: scale * rng.normal(size=shape) for key, shape in cell.param_shapes().items()}
     xs = rng.normal(size=(T, B, cell.n_in))
     width = cell.output_width
-    state0 = np.zeros((B, width)) if zero_state else rng.normal(size=(B, width))
+    parts = tuple(np.zeros((B, w)) if zero_state else rng.normal(size=(B, w)) for w in cell.state_widths)
+    state0 = parts[0] if len(parts) == 1 else parts
     dhs = make_dhs(rng, T, B, width, dhs_kind)
     return params, xs, state0, dhs
+
+
+def state_parts(state) -> tuple:
+    """The parts of a state: ``(state,)`` for one array, the tuple itself for a multi-part state."""
+    return state if isinstance(state, tuple) else (state,)
+
+
+def state_entries(name: str, state) -> dict:
+    """A state as dict entries: ``{name: state}`` for one array, ``{name[0]: ..., name[1]: ...}`` for a tuple."""
+    if isinstance(state, tuple):
+        return {f"{name}[{k}]": part for k, part in enumerate(state)}
+    return {name: state}
+
+
+def state_from_entries(name: str, entries: dict, like):
+    """The inverse of ``state_entries``: rebuild a state with the structure of ``like`` from ``entries``."""
+    if isinstance(like, tuple):
+        return tuple(entries[f"{name}[{k}]"] for k in range(len(like)))
+    return entries[name]
 
 
 def forward(cell, params, xs, state0, path: str = "fused"):
@@ -81,7 +111,7 @@ def analytic_gradients(cell, params, xs, state0, dhs, *, path: str = "fused", d_
     """``(hs, grads)`` from the hand-written BPTT; ``grads`` holds the params' keys, "xs" and "state0"."""
     hs, cache = forward(cell, params, xs, state0, path)
     grads, dxs, dstate0 = bptt.backward(cell, params, cache, dhs, d_final_state=d_final_state)
-    return hs, {**grads, "xs": dxs, "state0": dstate0}
+    return hs, {**grads, "xs": dxs, **state_entries("state0", dstate0)}
 
 
 def numerical_gradients(cell, params, xs, state0, dhs, *, path: str = "fused", g_final=None):
@@ -89,13 +119,13 @@ def numerical_gradients(cell, params, xs, state0, dhs, *, path: str = "fused", g
 
     def loss(point):
         theta = {key: point[key] for key in params}
-        hs, cache = forward(cell, theta, point["xs"], point["state0"], path)
+        hs, cache = forward(cell, theta, point["xs"], state_from_entries("state0", point, state0), path)
         value = np.sum(hs * dhs)
         if g_final is not None:
-            value += np.sum(cache.final_state * g_final)
+            value += sum(np.sum(s * g) for s, g in zip(state_parts(cache.final_state), state_parts(g_final)))
         return value
 
-    return numerical_gradient(loss, {**params, "xs": xs, "state0": state0})
+    return numerical_gradient(loss, {**params, "xs": xs, **state_entries("state0", state0)})
 
 
 def gradcheck_errors(cell, params, xs, state0, dhs, *, path: str = "fused", g_final=None) -> dict[str, float]:
@@ -148,3 +178,30 @@ def make_jordan_problem(T, B, n_in, H, n_out, *, zero_state, dhs_kind="random", 
                for value in grads.values()):
             return cell, params, xs, state0, dhs
     raise AssertionError("no Jordan problem with a non-vanishing gradient found")
+
+
+def make_gated_cell(kind: str, n_in: int, H: int):
+    """``"lstm"`` -> ``LSTM(n_in, H)``; ``"gru-torch"`` / ``"gru-cho"`` -> ``GRU(n_in, H, variant=...)``."""
+    if kind == "lstm":
+        return LSTM(n_in, H)
+    if kind.startswith("gru-"):
+        return GRU(n_in, H, variant=kind[4:])
+    raise AssertionError(f"unknown gated cell kind {kind!r}")
+
+
+def make_gated_problem(kind, T, B, n_in, H, *, zero_state, dhs_kind="random", seed=0, scale=0.7):
+    """A gated cell and a problem whose gradients have not vanished (saturated gates shrink them).
+
+    Every array of the gradient is exactly zero (dW_h* when the initial state is zero and T = 1) or
+    clearly above the finite differences' rounding noise.
+    """
+    cell = make_gated_cell(kind, n_in, H)
+    for attempt in range(100):
+        rng = seeded(kind, T, B, n_in, H, int(zero_state), dhs_kind, seed, attempt)
+        params, xs, state0, dhs = make_problem(cell, T, B, rng, zero_state=zero_state, dhs_kind=dhs_kind,
+                                               scale=scale)
+        _, grads = analytic_gradients(cell, params, xs, state0, dhs, path="steps")
+        if all(np.linalg.norm(value) == 0.0 or np.linalg.norm(value) > 10 * MIN_GRAD_NORM
+               for value in grads.values()):
+            return cell, params, xs, state0, dhs
+    raise AssertionError(f"no {kind} problem with a non-vanishing gradient found")

@@ -87,7 +87,7 @@ class LSTM(Cell):
             "o": do * o * (1.0 - o),             # sigmoid'
         }
         d_params = {}
-        dh_prev = np.zeros_like(h_prev)
+        dh_prev = np.zeros_like(h_prev, dtype=np.result_type(h_prev, dh))
         dx = np.zeros_like(x_t, dtype=np.result_type(x_t, dh))
         for q, da_q in da.items():
             d_params[f"W_x{q}"] = da_q.T @ x_t
