@@ -60,30 +60,35 @@ class LSTM(Cell):
         """Uniform in ``[-1/sqrt(H), 1/sqrt(H)]``, the scale ``torch.nn.LSTM`` uses."""
         return self._init_uniform(rng, 1.0 / math.sqrt(self.n_hidden))
 
-    def _step(self, params: Params, x_t: Array, state: tuple[Array, Array]) -> tuple[tuple[Array, Array], Cache]:
+    def _step(
+        self, params: Params, x_t: Array, state: tuple[Array, Array]
+    ) -> tuple[tuple[Array, Array], Cache]:
         h_prev, c_prev = state
         p = params
-        i = sigmoid(x_t @ p["W_xi"].T + h_prev @ p["W_hi"].T + p["b_i"])   # input gate: (B, H)
-        f = sigmoid(x_t @ p["W_xf"].T + h_prev @ p["W_hf"].T + p["b_f"])   # forget gate
-        g = np.tanh(x_t @ p["W_xg"].T + h_prev @ p["W_hg"].T + p["b_g"])   # candidate
-        o = sigmoid(x_t @ p["W_xo"].T + h_prev @ p["W_ho"].T + p["b_o"])   # output gate
-        c = f * c_prev + i * g                                             # c_t
+        # input gate, forget gate, candidate, output gate: (B, H) each
+        i = sigmoid(x_t @ p["W_xi"].T + h_prev @ p["W_hi"].T + p["b_i"])
+        f = sigmoid(x_t @ p["W_xf"].T + h_prev @ p["W_hf"].T + p["b_f"])
+        g = np.tanh(x_t @ p["W_xg"].T + h_prev @ p["W_hg"].T + p["b_g"])
+        o = sigmoid(x_t @ p["W_xo"].T + h_prev @ p["W_ho"].T + p["b_o"])
+        c = f * c_prev + i * g                   # c_t
         tanh_c = np.tanh(c)
-        h = o * tanh_c                                                     # h_t
+        h = o * tanh_c                           # h_t
         return (h, c), (x_t, h_prev, c_prev, i, f, g, o, tanh_c)
 
     def _step_backward(
         self, params: Params, cache: Cache, d_state: tuple[Array, Array]
     ) -> tuple[Params, tuple[Array, Array], Array]:
-        dh, dc = d_state                         # hbar_t, and cbar_t from step t+1
+        # hbar_t, and the part of cbar_t from step t+1: f_{t+1} * cbar_{t+1}
+        dh, dc = d_state
         x_t, h_prev, c_prev, i, f, g, o, tanh_c = cache
         do = dh * tanh_c                         # h_t = o_t * tanh(c_t)
-        dc = dc + dh * o * (1.0 - tanh_c**2)     # cbar_t: from the future + through h_t
-        dc_prev = dc * f                         # the carousel: cbar_{t-1} via c_t
-        da = {                                   # pre-activation adjoints, (B, H) each
-            "i": dc * g * i * (1.0 - i),         # c_t = ... + i_t * g_t, sigmoid'
-            "f": dc * c_prev * f * (1.0 - f),    # c_t = f_t * c_{t-1} + ..., sigmoid'
-            "g": dc * i * (1.0 - g * g),         # tanh'
+        # cbar_t: from step t+1, plus through h_t and tanh
+        dc = dc + dh * o * (1.0 - tanh_c**2)
+        dc_prev = dc * f                         # the carousel
+        da = {                                   # pre-activation adjoints
+            "i": dc * g * i * (1.0 - i),         # via i_t * g_t; sigmoid'
+            "f": dc * c_prev * f * (1.0 - f),    # via f_t * c_{t-1}
+            "g": dc * i * (1.0 - g * g),         # via i_t * g_t; tanh'
             "o": do * o * (1.0 - o),             # sigmoid'
         }
         d_params = {}
@@ -93,8 +98,8 @@ class LSTM(Cell):
             d_params[f"W_x{q}"] = da_q.T @ x_t
             d_params[f"W_h{q}"] = da_q.T @ h_prev
             d_params[f"b_{q}"] = da_q.sum(axis=0)
-            dh_prev += da_q @ params[f"W_h{q}"]  # W_hq^T abar_q, summed over gates
-            dx += da_q @ params[f"W_x{q}"]
+            dh_prev += da_q @ params[f"W_h{q}"]  # + W_hq^T abar_q
+            dx += da_q @ params[f"W_x{q}"]       # + W_xq^T abar_q
         return d_params, (dh_prev, dc_prev), dx
 
     # ----- fused sequence methods: same numbers as the step loop, faster ---------------------------
