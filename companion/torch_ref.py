@@ -52,7 +52,7 @@ def _module_class(cell: object):
     if isinstance(cell, GRU):
         if cell.variant != "torch":
             raise ValueError("cell must be GRU(..., variant='torch'): torch.nn.GRU resets after the recurrent "
-                             "matrix product, the Cho variant before it, and no weights make them equal")
+                             "matrix product, the Cho variant before it; copied weights do not make them agree")
         return torch.nn.GRU
     raise ValueError(f"cell must be a companion.cells.Elman, LSTM or GRU (torch has no {type(cell).__name__})")
 

@@ -14,7 +14,8 @@ Both variants compute a reset gate r_t, an update gate z_t, a candidate n_t, and
 
     n_t = tanh(W_xn x_t + W_hn (r_t * h_{t-1}) + b_n)
 
-The two are different functions: no copy of weights makes one equal the other (chapter "GRU").
+The two compute different functions: copying the weights (with b_n = b_xn + b_hn) does not make them
+agree, except in special cases such as a diagonal W_hn with b_hn = 0 (chapter "GRU").
 """
 from __future__ import annotations
 
