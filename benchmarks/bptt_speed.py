@@ -15,8 +15,9 @@ implementations:
   way most courses write an RNN from scratch, differentiated by autograd;
 * ``companion, fused path`` and ``companion, step loop``: ``companion.bptt`` with ``fused=True``/``False``.
 
-The loss is sum(hs * dhs) everywhere, so all compute the same gradients; the script checks that the
-companion's gradient of the recurrent weights agrees with torch's before timing.
+The loss is sum(hs * dhs) everywhere, and every implementation computes the gradients of the parameters
+and of the inputs (``companion.bptt.backward`` returns both); the script checks that the companion's
+gradient of a recurrent weight agrees with torch's before timing.
 """
 from __future__ import annotations
 
@@ -101,7 +102,9 @@ def main() -> None:
             rng = np.random.default_rng(0)
             xs = rng.normal(size=(T, B, n_in)).astype(np_dtype)
             dhs = rng.normal(size=(T, B, H)).astype(np_dtype)
-            x, d = torch.from_numpy(xs), torch.from_numpy(dhs)
+            # like companion.bptt.backward, torch computes the inputs' gradient too
+            x = torch.tensor(xs, requires_grad=True)
+            d = torch.from_numpy(dhs)
 
             module = torch_ref.to_torch(cell, params, dtype=torch_dtype)
             tensors = {key: torch.tensor(value, requires_grad=True) for key, value in params.items()}
@@ -112,6 +115,7 @@ def main() -> None:
 
             def module_forward_backward():
                 module.zero_grad()
+                x.grad = None
                 out, _ = module(x)
                 (out * d).sum().backward()
 
@@ -120,7 +124,7 @@ def main() -> None:
                     torch_loop(cell, tensors, x, torch)
 
             def loop_forward_backward():
-                for tensor in tensors.values():
+                for tensor in [x, *tensors.values()]:
                     tensor.grad = None
                 (torch_loop(cell, tensors, x, torch) * d).sum().backward()
 

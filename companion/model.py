@@ -47,6 +47,18 @@ def _check_no_clash(cell: Cell) -> None:
         )
 
 
+def _check_last_step_targets(targets: object, loss: str) -> Array:
+    """The last step's targets: ``(B, n_out)`` for ``"mse"``, ``(B,)`` for ``"cross_entropy"``."""
+    targets = np.asarray(targets)
+    ndim, meaning = (2, "(B, n_out)") if loss == "mse" else (1, "(B,)")
+    if targets.ndim != ndim:
+        raise ValueError(
+            f"targets must have shape {meaning} with last_step_only=True and loss={loss!r}, "
+            f"got shape {targets.shape}"
+        )
+    return targets
+
+
 def init_model(cell: Cell, n_out: int, rng: np.random.Generator | int) -> Params:
     """Draw the parameters of ``cell`` followed by a linear readout to ``n_out`` outputs.
 
@@ -128,12 +140,15 @@ def sequence_loss_and_grads(
     loss: str = "mse",
     readout: bool = True,
     state0: State | None = None,
+    last_step_only: bool = False,
 ) -> tuple[float, Params]:
     """The loss of the model on one batch of sequences and its gradient by full BPTT.
 
-    Forward: h_t from the cell, y_t = W_hy h_t + b_y (if ``readout``), the loss over all steps.
-    Backward: dL/dy_t from the loss, dL/dh_t and the readout's gradients from ``readout_backward``,
-    then ``companion.bptt.backward`` for the cell's gradients, summed over time.
+    Forward: h_t from the cell, y_t = W_hy h_t + b_y (if ``readout``), the loss over all steps (or on
+    the last step only). Backward: dL/dy_t from the loss, dL/dh_t and the readout's gradients from
+    ``readout_backward``, then ``companion.bptt.backward`` for the cell's gradients, summed over time.
+    With ``last_step_only`` the direct gradients dL/dh_t are zero for t < T, and BPTT still carries
+    dL/dh_T back through every step (chapter "Learning long lags: the adding problem").
 
     Parameters
     ----------
@@ -145,13 +160,17 @@ def sequence_loss_and_grads(
         Inputs, time-major.
     targets : array
         ``(T, B, n_out)`` real values for ``loss="mse"``; ``(T, B)`` integer class ids in ``[0, n_out)``
-        for ``loss="cross_entropy"``.
+        for ``loss="cross_entropy"``. With ``last_step_only``, the last step's alone: ``(B, n_out)`` or
+        ``(B,)``.
     loss : {"mse", "cross_entropy"}, keyword-only
         ``companion.losses.mse`` or ``companion.losses.softmax_cross_entropy``, both means over all steps.
     readout : bool, keyword-only
         As for ``predict``.
     state0 : State, optional, keyword-only
         Initial state; zeros if omitted.
+    last_step_only : bool, keyword-only
+        Put the loss on the last step's output y_T alone (a sequence-to-one task) instead of on every
+        step.
 
     Returns
     -------
@@ -162,14 +181,22 @@ def sequence_loss_and_grads(
     cell = _check_cell(cell)
     loss_fn = _check_loss(loss)
     cell_params, readout_params = _split(cell, params, readout)
+    if last_step_only:
+        targets = _check_last_step_targets(targets, loss)[None]             # (1, B, ...)
     hs, cache = bptt.forward(cell, cell_params, xs, state0)                  # (T, B, H)
+    seen = hs[-1:] if last_step_only else hs                                 # the steps with a loss
     if readout_params is None:
-        value, dhs = loss_fn(hs, targets)                                    # dL/dh_t, (T, B, H)
+        value, d_seen = loss_fn(seen, targets)                               # dL/dh_t, (T or 1, B, H)
         grads = {}
     else:
-        ys = readout_forward(readout_params, hs)                             # (T, B, n_out)
-        value, dys = loss_fn(ys, targets)                                    # dL/dy_t, (T, B, n_out)
-        grads, dhs = readout_backward(readout_params, hs, dys)               # dL/dh_t, (T, B, H)
+        ys = readout_forward(readout_params, seen)                           # (T or 1, B, n_out)
+        value, dys = loss_fn(ys, targets)                                    # dL/dy_t
+        grads, d_seen = readout_backward(readout_params, seen, dys)          # dL/dh_t, (T or 1, B, H)
+    if last_step_only:
+        dhs = np.zeros(hs.shape, dtype=d_seen.dtype)                         # no loss before step T
+        dhs[-1] = d_seen[0]                                                  # dL/dh_T, (B, H)
+    else:
+        dhs = d_seen
     cell_grads, _, _ = bptt.backward(cell, cell_params, cache, dhs)
     grads.update(cell_grads)
     return value, {key: grads[key] for key in params}

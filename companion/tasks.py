@@ -2,6 +2,8 @@
 
 * ``sine_wave``: one-step-ahead prediction of sines with random phase and frequency (regression,
   ``loss="mse"``).
+* ``adding_problem``: the sum of two marked values of a long sequence, read at the last step
+  (regression with the loss on the last step only; a long-lag memory test).
 * ``load_text``, ``CharVocabulary`` and ``char_batches``: next-character prediction on a short text
   about BPTT shipped in ``companion/data/tiny_text.txt`` (classification, ``loss="cross_entropy"``).
 
@@ -60,6 +62,63 @@ def sine_wave(
     t = np.arange(steps + 1, dtype=np.float64)[:, None]                       # (T + 1, 1)
     samples = np.sin(omegas * t + phases)[:, :, None]                         # (T + 1, B, 1)
     return samples[:-1], samples[1:]
+
+
+def adding_problem(
+    rng: np.random.Generator | int,
+    *,
+    batch: int,
+    steps: int,
+) -> tuple[Array, Array]:
+    r"""The adding problem: sum the two marked values of a sequence (Le, Jaitly & Hinton 2015).
+
+    Each step's input is a pair :math:`x_t = (u_t, m_t)`: a value :math:`u_t` uniform in [0, 1] and a
+    marker :math:`m_t \in \{0, 1\}`. Exactly two markers per sequence are 1: one at a step
+    :math:`p` drawn uniformly from the first half, :math:`0 \le p < \lfloor T/2 \rfloor`, and one at
+    a step :math:`q` drawn uniformly from the rest, :math:`\lfloor T/2 \rfloor \le q < T` (0-based,
+    like ``xs``). The target, read after the last step, is
+
+    .. math:: s = u_p + u_q ,
+
+    so a model must carry :math:`u_p` over at least :math:`T - \lfloor T/2 \rfloor` steps. Predicting
+    the constant 1 for every sequence has expected squared error
+    :math:`\operatorname{Var}(u_p + u_q) = 1/12 + 1/12 = 1/6` (chapter "Learning long lags: the adding
+    problem"). The task of Hochreiter & Schmidhuber (1997, Experiment 4) is a variant with values in
+    [-1, 1] and different marker positions.
+
+    Parameters
+    ----------
+    rng : np.random.Generator or int
+        Source of randomness (an int is used as a seed). The values are drawn first, then the first
+        markers' steps, then the second markers'.
+    batch : int, keyword-only
+        B, the number of sequences.
+    steps : int, keyword-only
+        T, the length of each sequence, at least 2.
+
+    Returns
+    -------
+    xs : array, shape (T, B, 2)
+        ``xs[..., 0]`` the values u_t, ``xs[..., 1]`` the markers m_t; float64.
+    targets : array, shape (B, 1)
+        The sum of the two marked values of each sequence.
+    """
+    rng = as_rng(rng)
+    batch = check_positive_int(batch, "batch")
+    steps = check_positive_int(steps, "steps")
+    if steps < 2:
+        raise ValueError(f"steps must be at least 2 (two markers, one in each half), got {steps}")
+    half = steps // 2
+    values = rng.uniform(0.0, 1.0, size=(steps, batch))                      # u_t, (T, B)
+    first = rng.integers(0, half, size=batch)                                # p, (B,)
+    second = rng.integers(half, steps, size=batch)                           # q, (B,)
+    columns = np.arange(batch)
+    markers = np.zeros((steps, batch))                                       # m_t, (T, B)
+    markers[first, columns] = 1.0
+    markers[second, columns] = 1.0
+    xs = np.stack([values, markers], axis=-1)                                # (T, B, 2)
+    targets = values[first, columns] + values[second, columns]              # u_p + u_q, (B,)
+    return xs, targets[:, None]
 
 
 def _check_range(value: object, name: str) -> tuple[float, float]:

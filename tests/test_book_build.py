@@ -7,38 +7,13 @@ honest by re-running every chapter.
 """
 from __future__ import annotations
 
-import pathlib
 import re
-import subprocess
-import sys
 
-import pytest
 import yaml
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from book_site import ROOT, toc_files
 
-
-def toc_files() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-    for part in toc.get("parts", []):
-        files += [chapter["file"] for chapter in part["chapters"]]
-    return files
-
-
-@pytest.fixture(scope="module")
-def built_site(tmp_path_factory) -> tuple[pathlib.Path, str]:
-    output = tmp_path_factory.mktemp("book")
-    jupyter_book = pathlib.Path(sys.executable).parent / "jupyter-book"
-    result = subprocess.run(
-        [str(jupyter_book), "build", "-W", "-n", "--keep-going", "--path-output", str(output), str(ROOT)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-6000:]
-    return output / "_build" / "html", log
+# The ``built_site`` fixture (tests/conftest.py) builds the book once per test run.
 
 
 def test_build_has_no_warnings(built_site):
@@ -63,3 +38,50 @@ def test_math_figures_and_citations_reach_the_pages(built_site):
         for source in images:
             assert (html / "book" / source).resolve().is_file(), f"{notebook.stem}: missing {source}"
         assert 'class="reference internal" href="bibliography.html' in page, f"{notebook.stem}: no citation"
+
+
+def _asset_urls(page: str) -> list[str]:
+    """The URLs a page loads as it opens: scripts, stylesheets, preloads, icons, images."""
+    scripts = re.findall(r'<script[^>]*\bsrc="([^"]+)"', page)
+    links = [href for tag in re.findall(r"<link\b[^>]*>", page)
+             if re.search(r'rel="(stylesheet|preload|icon|shortcut icon|modulepreload)"', tag)
+             for href in re.findall(r'href="([^"]+)"', tag)]
+    images = re.findall(r'<img[^>]*\bsrc="([^"]+)"', page)
+    return scripts + links + images
+
+
+def test_pages_load_mathjax_from_the_site_and_nothing_from_other_hosts(built_site):
+    html, _ = built_site
+    for name in toc_files() + ["search", "genindex"]:
+        path = html / f"{name}.html"
+        page = path.read_text()
+        external = [url for url in _asset_urls(page) if "://" in url or url.startswith("//")]
+        assert not external, f"{name}: loads from other hosts: {external}"
+        assert "THEBE_JS_URL" not in page, f"{name}: thebe's CDN script is back (see _ext/site_fixes.py)"
+        mathjax = [url for url in re.findall(r'<script[^>]*\bsrc="([^"]+)"', page) if "mathjax" in url.lower()]
+        assert len(mathjax) == ("math notranslate" in page), f"{name}: MathJax scripts {mathjax}"
+        for url in mathjax:  # Sphinx adds MathJax to the pages that have math
+            served = (path.parent / url.split("?")[0]).resolve()
+            assert served == (html / "mathjax" / "tex-chtml.js").resolve() and served.is_file(), url
+    fonts = list((html / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
+    assert len(fonts) >= 20, "MathJax's CHTML fonts are not served with the site"
+    size = sum(file.stat().st_size for file in (html / "mathjax").rglob("*") if file.is_file())
+    assert size < 5e6, f"the vendored MathJax holds {size / 1e6:.1f} MB: copy only what it needs at run time"
+
+
+def test_every_chapter_offers_its_notebook_and_launch_buttons(built_site):
+    html, _ = built_site
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    repository = config["repository"]["url"].removeprefix("https://github.com/").strip("/")
+    branch = config["repository"]["branch"]
+    chapters = [page for page in toc_files() if (ROOT / f"{page}.ipynb").is_file()]
+    assert chapters
+    for chapter in chapters:
+        page = (html / f"{chapter}.html").read_text()
+        name = chapter.split("/")[-1]
+        assert f'href="../_sources/{chapter}.ipynb"' in page, f"{chapter}: no .ipynb download"
+        assert (html / "_sources" / f"{chapter}.ipynb").is_file(), f"{chapter}: the .ipynb is not served"
+        binder = f"https://mybinder.org/v2/gh/{repository}/{branch}?urlpath=lab/tree/{chapter}.ipynb"
+        colab = f"https://colab.research.google.com/github/{repository}/blob/{branch}/{chapter}.ipynb"
+        assert f'href="{binder}"' in page, f"{name}: no Binder launch button"
+        assert f'href="{colab}"' in page, f"{name}: no Colab launch button"
