@@ -43,12 +43,10 @@ def torch_loop(cell, tensors: dict, x, torch):
     from companion.cells import GRU, LSTM
 
     p = tensors
-    T, B = x.shape[:2]
-    h = torch.zeros(B, cell.n_hidden, dtype=x.dtype)
+    h = torch.zeros(x.shape[1], cell.n_hidden, dtype=x.dtype)
     c = torch.zeros_like(h)
     outputs = []
-    for t in range(T):
-        x_t = x[t]
+    for x_t in x.unbind(0):  # unbind, not x[t]: its backward stacks, where indexing adds T full-size zeros
         if isinstance(cell, LSTM):
             i = torch.sigmoid(x_t @ p["W_xi"].T + h @ p["W_hi"].T + p["b_i"])
             f = torch.sigmoid(x_t @ p["W_xf"].T + h @ p["W_hf"].T + p["b_f"])

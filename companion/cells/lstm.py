@@ -130,13 +130,17 @@ class LSTM(Cell):
         hs = np.empty((T, B, H), dtype=dtype)
         h, c = h0, c0
         for t in range(T):
-            z = gates[t]
-            np.tanh(a_in[t] + h @ W_h_T, out=z)
+            z = gates[t]                                                  # written in place
+            np.matmul(h, W_h_T, out=z)
+            z += a_in[t]
+            np.tanh(z, out=z)
             z[:, :3 * H] *= 0.5                                           # sigmoid = (1 + tanh) / 2
             z[:, :3 * H] += 0.5
-            c = cs[t] = z[:, H:2 * H] * c + z[:, :H] * z[:, 3 * H:]       # f * c + i * g
+            np.multiply(z[:, H:2 * H], c, out=cs[t])                      # c_t = f * c_{t-1}
+            cs[t] += z[:, :H] * z[:, 3 * H:]                              #       + i * g
+            c = cs[t]
             np.tanh(c, out=tanh_cs[t])
-            h = hs[t] = z[:, 2 * H:3 * H] * tanh_cs[t]                     # o * tanh(c)
+            h = np.multiply(z[:, 2 * H:3 * H], tanh_cs[t], out=hs[t])     # h_t = o * tanh(c_t)
         return hs.copy(), (h.copy(), c.copy()), (xs, h0, c0, hs, cs, tanh_cs, gates)
 
     def backward_sequence(
