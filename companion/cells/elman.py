@@ -81,7 +81,9 @@ class Elman(Cell):
         H = self.n_hidden
         # W_xh x_t + b_h for every t at once: (T, B, H)
         xs_flat = xs.reshape(T * B, n_in)
-        a_in = (xs_flat @ params["W_xh"].T + params["b_h"]).reshape(T, B, H)
+        a_in = (xs_flat @ params["W_xh"].T).reshape(T, B, H)
+        a_in = a_in.astype(np.result_type(a_in, params["b_h"]), copy=False)
+        a_in += params["b_h"]                      # in place: no second big array
         # a contiguous copy of W_hh^T makes each step's small matmul fast
         W_hh_T = np.ascontiguousarray(params["W_hh"].T)
         hs = np.empty((T, B, H), dtype=np.result_type(a_in, h0))

@@ -127,7 +127,10 @@ class GRU(Cell):
         half = np.concatenate([np.full(2 * H, 0.5), np.ones(H)]).astype(dtype)   # r, z halved; n not
         b_x = np.concatenate([p["b_r"], p["b_z"], p["b_xn"] if self.variant == "torch" else p["b_n"]])
         W_x = stack(p, ["W_xr", "W_xz", "W_xn"]) * half[:, None]
-        a_in = (xs.reshape(T * B, n_in) @ W_x.T + b_x * half).reshape(T, B, 3 * H)
+        a_in = (xs.reshape(T * B, n_in) @ W_x.T).reshape(T, B, 3 * H)
+        b_in = b_x * half
+        a_in = a_in.astype(np.result_type(a_in, b_in), copy=False)
+        a_in += b_in                                                        # in place: no second big array
         gates = np.empty((T, B, 3 * H), dtype=dtype)                       # [r | z | n]
         kept = np.empty((T, B, H), dtype=dtype)                             # W_hn h + b_hn, or r * h
         hs = np.empty((T, B, H), dtype=dtype)

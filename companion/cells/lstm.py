@@ -122,7 +122,9 @@ class LSTM(Cell):
         W_x = stack(params, [f"W_x{q}" for q in _FUSED]) * half[:, None]   # (4H, n_in)
         W_h_T = np.ascontiguousarray((stack(params, [f"W_h{q}" for q in _FUSED]) * half[:, None]).T)
         b = stack(params, [f"b_{q}" for q in _FUSED]) * half               # (4H,)
-        a_in = (xs.reshape(T * B, n_in) @ W_x.T + b).reshape(T, B, 4 * H)
+        a_in = (xs.reshape(T * B, n_in) @ W_x.T).reshape(T, B, 4 * H)
+        a_in = a_in.astype(np.result_type(a_in, b), copy=False)
+        a_in += b                                                         # in place: no second big array
         dtype = np.result_type(a_in, h0, c0, W_h_T)
         gates = np.empty((T, B, 4 * H), dtype=dtype)                      # [i | f | o | g]
         cs = np.empty((T, B, H), dtype=dtype)
@@ -156,15 +158,27 @@ class LSTM(Cell):
         H = self.n_hidden
         W_h = stack(params, [f"W_h{q}" for q in _FUSED])                 # (4H, H)
         i, f, o, g = (gates[..., k * H:(k + 1) * H] for k in range(4))
-        c_prev = np.concatenate([c0[None], cs[:-1]])                      # c_{t-1}: (T, B, H)
-        # Everything that does not depend on the adjoints, for all t at once: each gate's pre-activation
-        # adjoint is (cbar_t or hbar_t) times a factor known from the forward pass.
+        # Everything that does not depend on the adjoints, for all t at once and in place (large
+        # temporaries cost more than the arithmetic): each gate's pre-activation adjoint is cbar_t or
+        # hbar_t times a factor known from the forward pass.
         factor = np.empty_like(gates)
-        factor[..., :H] = g * i * (1.0 - i)                               # d a_i / d cbar
-        factor[..., H:2 * H] = c_prev * f * (1.0 - f)                     # d a_f / d cbar
-        factor[..., 3 * H:] = i * (1.0 - g * g)                           # d a_g / d cbar
-        factor[..., 2 * H:3 * H] = tanh_cs * o * (1.0 - o)                # d a_o / d hbar
-        dc_from_h = o * (1.0 - tanh_cs**2)                                # d cbar / d hbar
+        f_i, f_f, f_o, f_g = (factor[..., k * H:(k + 1) * H] for k in range(4))
+        np.subtract(1.0, i, out=f_i)
+        f_i *= i
+        f_i *= g                                                          # d a_i / d cbar = g i (1 - i)
+        np.subtract(1.0, f, out=f_f)
+        f_f *= f
+        f_f[0] *= c0
+        f_f[1:] *= cs[:-1]                                                # d a_f / d cbar = c_{t-1} f (1 - f)
+        np.subtract(1.0, o, out=f_o)
+        f_o *= o
+        f_o *= tanh_cs                                                    # d a_o / d hbar = tanh(c) o (1 - o)
+        np.multiply(g, g, out=f_g)
+        np.subtract(1.0, f_g, out=f_g)
+        f_g *= i                                                          # d a_g / d cbar = i (1 - g^2)
+        dc_from_h = tanh_cs * tanh_cs
+        np.subtract(1.0, dc_from_h, out=dc_from_h)
+        dc_from_h *= o                                                    # d cbar / d hbar = o (1 - tanh^2 c)
         dh_next, dc_next = d_final
         das = np.empty(gates.shape, dtype=np.result_type(gates, dhs, dh_next))
         blocks = das.reshape(T, B, 4, H)
@@ -176,11 +190,12 @@ class LSTM(Cell):
             np.multiply(dh, factor[t, :, 2 * H:3 * H], out=das[t, :, 2 * H:3 * H])   # o block
             dc_next = dc * f[t]                                           # the carousel
             dh_next = das[t] @ W_h
-        h_prev = np.concatenate([h0[None], hs[:-1]]).reshape(T * B, H)
         da_flat = das.reshape(T * B, 4 * H)
+        # sum_t abar_t h_{t-1}^T: step 1 reads h_0, the others read hs[:-1] (no concatenated copy)
+        dW_h = das[0].T @ h0 + das[1:].reshape(-1, 4 * H).T @ hs[:-1].reshape(-1, H)
         grads = {
             **split(da_flat.T @ xs.reshape(T * B, n_in), [f"W_x{q}" for q in _FUSED]),
-            **split(da_flat.T @ h_prev, [f"W_h{q}" for q in _FUSED]),
+            **split(dW_h, [f"W_h{q}" for q in _FUSED]),
             **split(da_flat.sum(axis=0), [f"b_{q}" for q in _FUSED]),
         }
         dxs = (da_flat @ stack(params, [f"W_x{q}" for q in _FUSED])).reshape(T, B, n_in)
