@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .cells.base import Cell
+from .cells.base import Cell, check_cell
 from .types import Array, Params, State
 from .validation import as_float_array, check_shape
 
@@ -179,6 +179,5 @@ def backward_steps(
 
 
 def _check_cell_and_params(cell: object, params: object) -> tuple[Cell, Params]:
-    if not isinstance(cell, Cell):
-        raise ValueError(f"cell must be a companion.cells.Cell (Elman, Jordan, ...), got {type(cell).__name__}")
+    cell = check_cell(cell)
     return cell, cell.check_params(params)

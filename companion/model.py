@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import bptt
-from .cells.base import Cell
+from .cells.base import Cell, check_cell
 from .losses import mse, softmax_cross_entropy
 from .readout import init_readout, readout_backward, readout_forward
 from .types import Array, Params, State
@@ -23,12 +23,6 @@ from .validation import as_rng
 
 LOSSES = {"mse": mse, "cross_entropy": softmax_cross_entropy}
 """name -> loss function ``(ys, targets) -> (loss, dys)``."""
-
-
-def _check_cell(cell: object) -> Cell:
-    if not isinstance(cell, Cell):
-        raise ValueError(f"cell must be a companion.cells.Cell (Elman, Jordan, ...), got {type(cell).__name__}")
-    return cell
 
 
 def _check_loss(loss: object):
@@ -76,7 +70,7 @@ def init_model(cell: Cell, n_out: int, rng: np.random.Generator | int) -> Params
     dict
         The cell's parameters (``cell.param_shapes()``) and ``W_hy`` ``(n_out, H)``, ``b_y`` ``(n_out,)``.
     """
-    cell = _check_cell(cell)
+    cell = check_cell(cell)
     _check_no_clash(cell)
     rng = as_rng(rng)  # one generator for both draws, also when given a seed
     params = cell.init_params(rng)
@@ -125,7 +119,7 @@ def predict(cell: Cell, params: Params, xs: Array, state0: State | None = None, 
         ``n_out`` is the cell's output width H when ``readout`` is false. For ``loss="cross_entropy"``
         these are the logits.
     """
-    cell = _check_cell(cell)
+    cell = check_cell(cell)
     cell_params, readout_params = _split(cell, params, readout)
     hs, _ = bptt.forward(cell, cell_params, xs, state0)                      # (T, B, H)
     return hs if readout_params is None else readout_forward(readout_params, hs)
@@ -178,7 +172,7 @@ def sequence_loss_and_grads(
     grads : dict
         dL/dtheta with the keys and shapes of ``params``.
     """
-    cell = _check_cell(cell)
+    cell = check_cell(cell)
     loss_fn = _check_loss(loss)
     cell_params, readout_params = _split(cell, params, readout)
     if last_step_only:

@@ -25,6 +25,13 @@ Cache = Any
 """Whatever a cell's forward step keeps for its backward step."""
 
 
+def check_cell(cell: object) -> "Cell":
+    """Return ``cell`` if it is a cell of the protocol, else raise ``ValueError`` naming ``cell``."""
+    if not isinstance(cell, Cell):
+        raise ValueError(f"cell must be a companion.cells.Cell (Elman, Jordan, ...), got {type(cell).__name__}")
+    return cell
+
+
 class Cell:
     """Base class of the recurrent cells: sizes, parameter shapes and the checked step protocol.
 
