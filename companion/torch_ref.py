@@ -26,10 +26,19 @@ from __future__ import annotations
 import numpy as np
 
 from .cells import GRU, LSTM, Cell, Elman
-from .cells.stacking import split, stack
 from .types import Array, Params, State
 
 _GATES = {Elman: ("h",), LSTM: ("i", "f", "g", "o"), GRU: ("r", "z", "n")}
+
+
+def _stack(params: Params, keys: list[str]) -> Array:
+    """``params[keys[0]]``, ``params[keys[1]]``, ... stacked along axis 0, as torch stacks its gates."""
+    return np.concatenate([params[key] for key in keys], axis=0)
+
+
+def _split(stacked: Array, keys: list[str]) -> Params:
+    """Cut ``stacked`` along axis 0 into ``len(keys)`` equal blocks, keyed by ``keys``."""
+    return dict(zip(keys, np.split(stacked, len(keys), axis=0)))
 
 
 def _torch():
@@ -64,10 +73,10 @@ def _torch_arrays(cell: Cell, params: Params) -> dict[str, Array]:
         b_hh = np.zeros_like(b_ih)
     else:
         gates = _GATES[type(cell)]
-        W_ih = stack(params, [f"W_x{q}" for q in gates])
-        W_hh = stack(params, [f"W_h{q}" for q in gates])
+        W_ih = _stack(params, [f"W_x{q}" for q in gates])
+        W_hh = _stack(params, [f"W_h{q}" for q in gates])
         if isinstance(cell, LSTM):
-            b_ih = stack(params, [f"b_{q}" for q in gates])
+            b_ih = _stack(params, [f"b_{q}" for q in gates])
             b_hh = np.zeros_like(b_ih)
         else:
             zeros = np.zeros_like(params["b_hn"])
@@ -86,11 +95,11 @@ def _companion_params(cell: Cell, arrays: dict[str, Array], *, gradients: bool) 
     if isinstance(cell, Elman):
         return {"W_xh": W_ih, "W_hh": W_hh, "b_h": b_ih if gradients else b_ih + b_hh}
     gates = _GATES[type(cell)]
-    params = {**split(W_ih, [f"W_x{q}" for q in gates]), **split(W_hh, [f"W_h{q}" for q in gates])}
+    params = {**_split(W_ih, [f"W_x{q}" for q in gates]), **_split(W_hh, [f"W_h{q}" for q in gates])}
     if isinstance(cell, LSTM):
-        params.update(split(b_ih if gradients else b_ih + b_hh, [f"b_{q}" for q in gates]))
+        params.update(_split(b_ih if gradients else b_ih + b_hh, [f"b_{q}" for q in gates]))
     else:
-        bias_ih, bias_hh = split(b_ih, list(gates)), split(b_hh, list(gates))
+        bias_ih, bias_hh = _split(b_ih, list(gates)), _split(b_hh, list(gates))
         for q in ("r", "z"):
             params[f"b_{q}"] = bias_ih[q] if gradients else bias_ih[q] + bias_hh[q]
         params.update({"b_xn": bias_ih["n"], "b_hn": bias_hh["n"]})

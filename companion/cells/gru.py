@@ -27,7 +27,7 @@ from ..types import Array, Params
 from ..validation import check_positive_int
 from .activations import sigmoid
 from .base import Cache, Cell
-from .stacking import split, stack
+from .gate_major import Block, split_blocks, stacked_blocks, step_rows, transposed_blocks
 
 VARIANTS = ("torch", "cho")
 
@@ -114,108 +114,122 @@ class GRU(Cell):
         return {key: d_params[key] for key in p}, dh_prev, dx
 
     # ----- fused sequence methods: same numbers as the step loop, faster ---------------------------
-    # sigmoid(a) = (1 + tanh(a / 2)) / 2: halving the r and z rows of the weights and biases (exact in
-    # binary floating point) gives a / 2 straight from the matrix products, so one tanh and two in-place
-    # operations replace the sigmoid of both gates.
+    # Gate-major layout (see .gate_major): one batched product of the row [x_t | h_{t-1} | 1] gives the
+    # r and z pre-activations and, for the torch variant, W_hn h_{t-1} + b_hn as a third block. The
+    # input part of the candidate, W_xn x_t + b_xn (b_n for "cho"), is one product for all steps before
+    # the loop. sigmoid(a) = (1 + tanh(a / 2)) / 2: halving the r and z blocks (exact in binary floating
+    # point) gives a / 2 straight from the product, so one tanh and two in-place operations replace the
+    # sigmoid of both gates.
+
+    def _blocks(self) -> tuple[Block, ...]:
+        """The gate blocks of the per-step product: r, z, and for "torch" the reset's operand."""
+        gates = (("W_xr", "W_hr", "b_r"), ("W_xz", "W_hz", "b_z"))
+        return gates + ((None, "W_hn", "b_hn"),) if self.variant == "torch" else gates
 
     def forward_sequence(self, params: Params, xs: Array, h0: Array) -> tuple[Array, Array, Cache]:
-        """All T steps; input projections of all steps in one product. ``hs`` (T, B, H)."""
-        T, B, n_in = xs.shape
-        H = self.n_hidden
-        p = params
-        dtype = np.result_type(xs, h0, *p.values())
-        half = np.concatenate([np.full(2 * H, 0.5), np.ones(H)]).astype(dtype)   # r, z halved; n not
-        b_x = np.concatenate([p["b_r"], p["b_z"], p["b_xn"] if self.variant == "torch" else p["b_n"]])
-        W_x = stack(p, ["W_xr", "W_xz", "W_xn"]) * half[:, None]
-        a_in = (xs.reshape(T * B, n_in) @ W_x.T).reshape(T, B, 3 * H)
-        b_in = b_x * half
-        a_in = a_in.astype(np.result_type(a_in, b_in), copy=False)
-        a_in += b_in                                                        # in place: no second big array
-        gates = np.empty((T, B, 3 * H), dtype=dtype)                       # [r | z | n]
-        kept = np.empty((T, B, H), dtype=dtype)                             # W_hn h + b_hn, or r * h
-        hs = np.empty((T, B, H), dtype=dtype)
-        h = h0
-        if self.variant == "torch":
-            W_h_T = np.ascontiguousarray((stack(p, ["W_hr", "W_hz", "W_hn"]) * half[:, None]).T)  # (H, 3H)
-            for t in range(T):
-                a_h = h @ W_h_T                                             # (B, 3H)
-                rz = gates[t, :, :2 * H]
-                np.tanh(a_in[t, :, :2 * H] + a_h[:, :2 * H], out=rz)
-                rz *= 0.5                                                   # sigmoid = (1 + tanh) / 2
-                rz += 0.5
-                hn = kept[t] = a_h[:, 2 * H:] + p["b_hn"]
-                n = gates[t, :, 2 * H:] = np.tanh(a_in[t, :, 2 * H:] + rz[:, :H] * hn)
-                h = hs[t] = n + rz[:, H:] * (h - n)                         # (1 - z) n + z h
-        else:
-            W_hrz_T = np.ascontiguousarray((stack(p, ["W_hr", "W_hz"]) * 0.5).T)   # (H, 2H)
-            W_hn_T = np.ascontiguousarray(p["W_hn"].T)
-            for t in range(T):
-                rz = gates[t, :, :2 * H]
-                np.tanh(a_in[t, :, :2 * H] + h @ W_hrz_T, out=rz)
-                rz *= 0.5
-                rz += 0.5
-                rh = kept[t] = rz[:, :H] * h
-                n = gates[t, :, 2 * H:] = np.tanh(a_in[t, :, 2 * H:] + rh @ W_hn_T)
-                h = hs[t] = n + rz[:, H:] * (h - n)
-        return hs.copy(), h.copy(), (xs, h0, hs, gates, kept)
-
-    def backward_sequence(
-        self, params: Params, cache: Cache, dhs: Array, dh_final: Array
-    ) -> tuple[Params, Array, Array]:
-        """All T steps backward; the sums over time are single matrix products.
-
-        ``dhs`` (T, B, H), ``dh_final`` (B, H) -> ``grads``, ``dxs`` (T, B, n_in), ``dh0`` (B, H).
-        """
-        xs, h0, hs, gates, kept = cache
+        """All T steps: ``(hs, h_T, cache)``; ``xs`` (T, B, n_in), ``h0`` (B, H) -> ``hs`` (T, B, H)."""
         T, B, n_in = xs.shape
         H = self.n_hidden
         p = params
         torch_variant = self.variant == "torch"
-        h_prev = np.concatenate([h0[None], hs[:-1]])                       # h_{t-1}: (T, B, H)
-        r, z, n = (gates[..., k * H:(k + 1) * H] for k in range(3))
-        # Factors known from the forward pass, for all t at once: each adjoint below is hbar_t (or
-        # nbar's pre-activation adjoint) times one of them.
-        to_n = (1.0 - z) * (1.0 - n * n)                                   # abar_n = hbar * to_n
-        to_z = (h_prev - n) * z * (1.0 - z)                                # abar_z = hbar * to_z
-        # abar_r = abar_n * kept * sigmoid'(r) (torch), or (W_hn^T abar_n) * h_{t-1} * sigmoid'(r) (cho)
-        to_r = (kept if torch_variant else h_prev) * r * (1.0 - r)
-        dtype = np.result_type(gates, dhs, dh_final)
-        # adjoints of the pre-activations, [r | z | W_hn-term | n]; the W_hn-term is the adjoint of
-        # W_hn h + b_hn (torch) or of W_hn (r h) (cho)
-        das = np.empty((T, B, 4 * H), dtype=dtype)
-        W_h = stack(p, ["W_hr", "W_hz", "W_hn"]) if torch_variant else stack(p, ["W_hr", "W_hz"])
+        dtype = np.result_type(xs, h0, *p.values())
+        U = stacked_blocks(p, self._blocks(), n_in, H, dtype)             # (2 or 3, n_in + H + 1, H)
+        U[:2] *= 0.5                                                      # halve r and z
+        rows = step_rows(xs, h0, dtype)                                   # rows[t] = [x_t | h_{t-1} | 1]
+        a_xn = (xs.reshape(T * B, n_in) @ p["W_xn"].T).astype(dtype, copy=False).reshape(T, B, H)
+        a_xn += p["b_xn"] if torch_variant else p["b_n"]                  # W_xn x_t + b_xn (or b_n)
+        W_hn_T = p["W_hn"].T
+        # What backward needs, computed while the step's values are in the cache: each pre-activation
+        # adjoint is hbar_t, or the candidate's abar_n, times a factor known now.
+        gates = np.empty((T, 2, B, H), dtype=dtype)                       # r_t, z_t
+        slopes = np.empty((T, 2, B, H), dtype=dtype)                      # d abar_r / d abar_n, d abar_z / d hbar
+        to_n = np.empty((T, B, H), dtype=dtype)                           # d abar_n / d hbar
+        reset_h = None if torch_variant else np.empty((T, B, H), dtype=dtype)   # r_t * h_{t-1}, W_hn's input
+        y = np.empty((U.shape[0], B, H), dtype=dtype)
+        for t in range(T):
+            h_prev = rows[t, :, n_in:-1]
+            np.matmul(rows[t], U, out=y)                                  # a_r/2, a_z/2 (, W_hn h + b_hn)
+            rz = y[:2]
+            np.tanh(rz, out=rz)
+            rz *= 0.5                                                     # sigmoid = (1 + tanh(a/2)) / 2
+            rz += 0.5
+            r, z = rz
+            gates[t] = rz
+            if torch_variant:
+                hn = y[2]
+                n = r * hn                                                # reset after the matmul
+            else:
+                rh = np.multiply(r, h_prev, out=reset_h[t])               # reset before the matmul
+                n = rh @ W_hn_T
+            n += a_xn[t]
+            np.tanh(n, out=n)                                             # n_t
+            h_minus_n = h_prev - n
+            s_r, s_z = s = slopes[t]
+            np.subtract(1.0, rz, out=s)
+            s *= rz                                                       # r (1 - r), z (1 - z)
+            s_r *= hn if torch_variant else h_prev                        # abar_r = abar_n (W_hn h + b_hn) r (1 - r)
+            s_z *= h_minus_n                                              # abar_z = hbar (h_{t-1} - n) z (1 - z)
+            h_minus_n *= z
+            np.add(n, h_minus_n, out=rows[t + 1, :, n_in:-1])             # h_t = n + z (h_{t-1} - n)
+            dn = to_n[t]
+            np.multiply(n, n, out=dn)
+            np.subtract(1.0, dn, out=dn)
+            dn *= 1.0 - z                                                 # abar_n = hbar (1 - z)(1 - n^2)
+        hs = rows[1:, :, n_in:-1]
+        return hs.copy(), hs[-1].copy(), (rows, gates, slopes, to_n, reset_h)
+
+    def backward_sequence(
+        self, params: Params, cache: Cache, dhs: Array, dh_final: Array
+    ) -> tuple[Params, Array, Array]:
+        """All T steps backward; the sums over time are batched products.
+
+        ``dhs`` (T, B, H), ``dh_final`` (B, H) -> ``grads``, ``dxs`` (T, B, n_in), ``dh0`` (B, H).
+        """
+        rows, gates, slopes, to_n, reset_h = cache
+        T, B, n_in, H = dhs.shape[0], dhs.shape[1], self.n_in, self.n_hidden
+        p = params
+        torch_variant = self.variant == "torch"
+        blocks = self._blocks()
+        dtype = np.result_type(rows, dhs, dh_final)
+        U_T = transposed_blocks(p, blocks, n_in, H, dtype)                # (2 or 3, H, n_in + H)
+        das = np.empty((len(blocks), T, B, H), dtype=dtype)               # abar_r, abar_z (, adjoint of W_hn h + b_hn)
+        da_ns = np.empty((T, B, H), dtype=dtype)                          # abar_n
+        parts = np.empty((len(blocks), B, n_in + H), dtype=dtype)        # per block: [W_x^T abar | W_h^T abar]
+        dxh = np.empty((T, B, n_in + H), dtype=dtype)                     # their sums
         dh_next = dh_final
         for t in reversed(range(T)):
-            da = das[t]
-            dh = dhs[t] + dh_next                                          # hbar_t
-            da_n = np.multiply(dh, to_n[t], out=da[:, 3 * H:])
-            np.multiply(dh, to_z[t], out=da[:, H:2 * H])
+            r, z = gates[t]
+            dh = dhs[t] + dh_next                                         # hbar_t
+            da_n = np.multiply(dh, to_n[t], out=da_ns[t])
+            np.multiply(dh, slopes[t, 1], out=das[1, t])                  # abar_z
             if torch_variant:
-                np.multiply(da_n, r[t], out=da[:, 2 * H:3 * H])           # adjoint of W_hn h + b_hn
-                np.multiply(da_n, to_r[t], out=da[:, :H])
-                dh_next = dh * z[t] + da[:, :3 * H] @ W_h
+                np.multiply(da_n, slopes[t, 0], out=das[0, t])            # abar_r
+                np.multiply(da_n, r, out=das[2, t])                       # adjoint of W_hn h + b_hn
             else:
-                da[:, 2 * H:3 * H] = da_n                                  # W_hn's adjoint uses r h
-                d_rh = da_n @ p["W_hn"]                                    # adjoint of r * h_{t-1}
-                np.multiply(d_rh, to_r[t], out=da[:, :H])
-                dh_next = dh * z[t] + d_rh * r[t] + da[:, :2 * H] @ W_h
-        X = xs.reshape(T * B, n_in)
-        da_flat = das.reshape(T * B, 4 * H)
-        da_rz, da_hn, da_n = da_flat[:, :2 * H], da_flat[:, 2 * H:3 * H], da_flat[:, 3 * H:]
-        hn_input = h_prev if torch_variant else kept                       # what W_hn multiplies
-        grads = {
-            **split(da_rz.T @ X, ["W_xr", "W_xz"]),
-            "W_xn": da_n.T @ X,
-            **split(da_rz.T @ h_prev.reshape(T * B, H), ["W_hr", "W_hz"]),
-            "W_hn": da_hn.T @ hn_input.reshape(T * B, H),
-            **split(da_rz.sum(axis=0), ["b_r", "b_z"]),
-        }
-        if torch_variant:
-            grads.update({"b_xn": da_n.sum(axis=0), "b_hn": da_hn.sum(axis=0)})
-        else:
-            grads["b_n"] = da_n.sum(axis=0)
-        dxs = da_rz @ stack(p, ["W_xr", "W_xz"]) + da_n @ p["W_xn"]
-        return {key: grads[key] for key in p}, dxs.reshape(T, B, n_in), dh_next
+                d_rh = da_n @ p["W_hn"]                                   # adjoint of r * h_{t-1}
+                np.multiply(d_rh, slopes[t, 0], out=das[0, t])            # abar_r
+            np.matmul(das[:, t], U_T, out=parts)
+            total = dxh[t]
+            np.add(parts[0], parts[1], out=total)
+            if torch_variant:
+                total += parts[2]
+            dh_next = dh * z                                              # the direct path of h_t
+            dh_next += total[:, n_in:]
+            if not torch_variant:
+                d_rh *= r
+                dh_next += d_rh
+        # sums over time and batch: abar^T [x_t | h_{t-1} | 1] for every block in one batched product,
+        # and the candidate's input part (and, for "cho", W_hn's) separately
+        d_stacked = np.matmul(das.reshape(len(blocks), T * B, H).transpose(0, 2, 1), rows[:T].reshape(T * B, -1))
+        grads = split_blocks(d_stacked, blocks, n_in)
+        X = rows[:T, :, :n_in].reshape(T * B, n_in)
+        da_n_flat = da_ns.reshape(T * B, H)
+        grads["W_xn"] = da_n_flat.T @ X
+        grads["b_xn" if torch_variant else "b_n"] = da_n_flat.sum(axis=0)
+        if not torch_variant:
+            grads["W_hn"] = da_n_flat.T @ reset_h.reshape(T * B, H)
+        dxs = dxh[:, :, :n_in] + (da_n_flat @ p["W_xn"]).reshape(T, B, n_in)
+        return {key: grads[key] for key in p}, dxs, dh_next
 
     def __repr__(self) -> str:
         return f"GRU(n_in={self.n_in}, n_hidden={self.n_hidden}, variant={self.variant!r})"

@@ -23,13 +23,13 @@ from ..types import Array, Params
 from ..validation import check_positive_int
 from .activations import sigmoid
 from .base import Cache, Cell
-from .stacking import split, stack
+from .gate_major import split_blocks, stacked_blocks, step_rows, transposed_blocks
 
 GATES = ("i", "f", "g", "o")
 """The gates in torch's order."""
 
-_FUSED = ("i", "f", "o", "g")
-"""The gates in the fused path's order: the three sigmoid gates first."""
+_BLOCKS = tuple((f"W_x{q}", f"W_h{q}", f"b_{q}") for q in ("i", "f", "o", "g"))
+"""The fused path's gate blocks, the three sigmoid gates first."""
 
 
 class LSTM(Cell):
@@ -103,100 +103,91 @@ class LSTM(Cell):
         return d_params, (dh_prev, dc_prev), dx
 
     # ----- fused sequence methods: same numbers as the step loop, faster ---------------------------
-    # The fused path stacks the gates as [i | f | o | g], so that the three sigmoid gates are one block.
-    # sigmoid(a) = (1 + tanh(a / 2)) / 2, and halving the sigmoid gates' weights and biases (exact in
-    # binary floating point) gives a / 2 straight from the matrix product: one tanh serves all four gates.
+    # Gate-major layout (see .gate_major): one batched product of the row [x_t | h_{t-1} | 1] with the
+    # blocks [W_xq^T; W_hq^T; b_q^T] gives all four pre-activations, in the order i, f, o, g (the three
+    # sigmoid gates first). sigmoid(a) = (1 + tanh(a / 2)) / 2, and halving the sigmoid gates' blocks
+    # (exact in binary floating point) gives a / 2 straight from the product: one tanh serves all four.
 
     def forward_sequence(
         self, params: Params, xs: Array, state0: tuple[Array, Array]
     ) -> tuple[Array, tuple[Array, Array], Cache]:
-        """All T steps with the gates' weights stacked: ``(hs, (h_T, c_T), cache)``.
+        """All T steps: ``(hs, (h_T, c_T), cache)``.
 
         ``xs`` (T, B, n_in), ``state0`` two (B, H) arrays -> ``hs`` (T, B, H).
         """
         h0, c0 = state0
         T, B, n_in = xs.shape
         H = self.n_hidden
-        half = np.concatenate([np.full(3 * H, 0.5), np.ones(H)])          # halve i, f, o; keep g
-        half = half.astype(np.result_type(*params.values()))
-        W_x = stack(params, [f"W_x{q}" for q in _FUSED]) * half[:, None]   # (4H, n_in)
-        W_h_T = np.ascontiguousarray((stack(params, [f"W_h{q}" for q in _FUSED]) * half[:, None]).T)
-        b = stack(params, [f"b_{q}" for q in _FUSED]) * half               # (4H,)
-        a_in = (xs.reshape(T * B, n_in) @ W_x.T).reshape(T, B, 4 * H)
-        a_in = a_in.astype(np.result_type(a_in, b), copy=False)
-        a_in += b                                                         # in place: no second big array
-        dtype = np.result_type(a_in, h0, c0, W_h_T)
-        gates = np.empty((T, B, 4 * H), dtype=dtype)                      # [i | f | o | g]
-        cs = np.empty((T, B, H), dtype=dtype)
-        tanh_cs = np.empty((T, B, H), dtype=dtype)
-        hs = np.empty((T, B, H), dtype=dtype)
-        h, c = h0, c0
+        dtype = np.result_type(xs, h0, c0, *params.values())
+        U = stacked_blocks(params, _BLOCKS, n_in, H, dtype)               # (4, n_in + H + 1, H)
+        U[:3] *= 0.5                                                      # halve i, f, o
+        rows = step_rows(xs, h0, dtype)                                   # rows[t] = [x_t | h_{t-1} | 1]
+        # What backward needs, computed while the step's values are in the cache: each pre-activation
+        # adjoint is cbar_t (i, f, g) or hbar_t (o) times a factor known now.
+        factors = np.empty((T, 4, B, H), dtype=dtype)                     # d abar_q / d cbar_t or d hbar_t
+        dc_from_h = np.empty((T, B, H), dtype=dtype)                      # d cbar_t / d hbar_t
+        forget = np.empty((T, B, H), dtype=dtype)                         # f_t, the carousel's factor
+        gates = np.empty((4, B, H), dtype=dtype)                          # this step's i, f, o, g
+        c = c0
         for t in range(T):
-            z = gates[t]                                                  # written in place
-            np.matmul(h, W_h_T, out=z)
-            z += a_in[t]
-            np.tanh(z, out=z)
-            z[:, :3 * H] *= 0.5                                           # sigmoid = (1 + tanh) / 2
-            z[:, :3 * H] += 0.5
-            np.multiply(z[:, H:2 * H], c, out=cs[t])                      # c_t = f * c_{t-1}
-            cs[t] += z[:, :H] * z[:, 3 * H:]                              #       + i * g
-            c = cs[t]
-            np.tanh(c, out=tanh_cs[t])
-            h = np.multiply(z[:, 2 * H:3 * H], tanh_cs[t], out=hs[t])     # h_t = o * tanh(c_t)
-        return hs.copy(), (h.copy(), c.copy()), (xs, h0, c0, hs, cs, tanh_cs, gates)
+            np.matmul(rows[t], U, out=gates)                              # a_i/2, a_f/2, a_o/2, a_g
+            np.tanh(gates, out=gates)
+            sigmoids = gates[:3]
+            sigmoids *= 0.5                                               # sigmoid = (1 + tanh(a/2)) / 2
+            sigmoids += 0.5
+            i, f, o, g = gates
+            c_prev, c = c, f * c                                          # c_t = f * c_{t-1}
+            c += i * g                                                    #       + i * g
+            tanh_c = np.tanh(c)
+            np.multiply(o, tanh_c, out=rows[t + 1, :, n_in:-1])           # h_t, where step t+1 reads it
+            F = factors[t]                                                # sigmoid' = s (1 - s),
+            np.subtract(1.0, gates, out=F)                                # tanh' = 1 - g^2 = (1 - g)(1 + g)
+            F[:3] *= sigmoids
+            F[3] *= 1.0 + g
+            F_i, F_f, F_o, F_g = F
+            F_i *= g                                                      # abar_i = cbar g i (1 - i)
+            F_f *= c_prev                                                 # abar_f = cbar c_{t-1} f (1 - f)
+            F_o *= tanh_c                                                 # abar_o = hbar tanh(c) o (1 - o)
+            F_g *= i                                                      # abar_g = cbar i (1 - g^2)
+            d = dc_from_h[t]
+            np.multiply(tanh_c, tanh_c, out=d)
+            np.subtract(1.0, d, out=d)
+            d *= o                                                        # o (1 - tanh^2 c)
+            forget[t] = f
+        hs = rows[1:, :, n_in:-1]
+        return hs.copy(), (hs[-1].copy(), c), (rows, factors, dc_from_h, forget)
 
     def backward_sequence(
         self, params: Params, cache: Cache, dhs: Array, d_final: tuple[Array, Array]
     ) -> tuple[Params, Array, tuple[Array, Array]]:
-        """All T steps backward; the sums over time are single matrix products.
+        """All T steps backward; the sums over time are one batched product.
 
         ``dhs`` (T, B, H), ``d_final`` two (B, H) arrays -> ``grads``, ``dxs`` (T, B, n_in),
         ``(dh0, dc0)``.
         """
-        xs, h0, c0, hs, cs, tanh_cs, gates = cache
-        T, B, n_in = xs.shape
-        H = self.n_hidden
-        W_h = stack(params, [f"W_h{q}" for q in _FUSED])                 # (4H, H)
-        i, f, o, g = (gates[..., k * H:(k + 1) * H] for k in range(4))
-        # Everything that does not depend on the adjoints, for all t at once and in place (large
-        # temporaries cost more than the arithmetic): each gate's pre-activation adjoint is cbar_t or
-        # hbar_t times a factor known from the forward pass.
-        factor = np.empty_like(gates)
-        f_i, f_f, f_o, f_g = (factor[..., k * H:(k + 1) * H] for k in range(4))
-        np.subtract(1.0, i, out=f_i)
-        f_i *= i
-        f_i *= g                                                          # d a_i / d cbar = g i (1 - i)
-        np.subtract(1.0, f, out=f_f)
-        f_f *= f
-        f_f[0] *= c0
-        f_f[1:] *= cs[:-1]                                                # d a_f / d cbar = c_{t-1} f (1 - f)
-        np.subtract(1.0, o, out=f_o)
-        f_o *= o
-        f_o *= tanh_cs                                                    # d a_o / d hbar = tanh(c) o (1 - o)
-        np.multiply(g, g, out=f_g)
-        np.subtract(1.0, f_g, out=f_g)
-        f_g *= i                                                          # d a_g / d cbar = i (1 - g^2)
-        dc_from_h = tanh_cs * tanh_cs
-        np.subtract(1.0, dc_from_h, out=dc_from_h)
-        dc_from_h *= o                                                    # d cbar / d hbar = o (1 - tanh^2 c)
+        rows, factors, dc_from_h, forget = cache
+        T, B, n_in, H = dhs.shape[0], dhs.shape[1], self.n_in, self.n_hidden
         dh_next, dc_next = d_final
-        das = np.empty(gates.shape, dtype=np.result_type(gates, dhs, dh_next))
-        blocks = das.reshape(T, B, 4, H)
-        factor_blocks = factor.reshape(T, B, 4, H)
+        dtype = np.result_type(rows, dhs, dh_next, dc_next)
+        U_T = transposed_blocks(params, _BLOCKS, n_in, H, dtype)          # (4, H, n_in + H)
+        das = np.empty((4, T, B, H), dtype=dtype)                         # abar_t of every gate
+        parts = np.empty((4, B, n_in + H), dtype=dtype)                   # [W_xq^T abar_q | W_hq^T abar_q]
+        dxh = np.empty((T, B, n_in + H), dtype=dtype)                     # their sums over q: [xbar_t | ...]
         for t in reversed(range(T)):
             dh = dhs[t] + dh_next                                         # hbar_t
-            dc = dc_next + dh * dc_from_h[t]                              # cbar_t
-            np.multiply(dc[:, None, :], factor_blocks[t], out=blocks[t])  # i, f, (o), g blocks
-            np.multiply(dh, factor[t, :, 2 * H:3 * H], out=das[t, :, 2 * H:3 * H])   # o block
-            dc_next = dc * f[t]                                           # the carousel
-            dh_next = das[t] @ W_h
-        da_flat = das.reshape(T * B, 4 * H)
-        # sum_t abar_t h_{t-1}^T: step 1 reads h_0, the others read hs[:-1] (no concatenated copy)
-        dW_h = das[0].T @ h0 + das[1:].reshape(-1, 4 * H).T @ hs[:-1].reshape(-1, H)
-        grads = {
-            **split(da_flat.T @ xs.reshape(T * B, n_in), [f"W_x{q}" for q in _FUSED]),
-            **split(dW_h, [f"W_h{q}" for q in _FUSED]),
-            **split(da_flat.sum(axis=0), [f"b_{q}" for q in _FUSED]),
-        }
-        dxs = (da_flat @ stack(params, [f"W_x{q}" for q in _FUSED])).reshape(T, B, n_in)
-        return {key: grads[key] for key in params}, dxs, (dh_next, dc_next)
+            dc = dh * dc_from_h[t]                                        # cbar_t
+            dc += dc_next
+            da = das[:, t]
+            np.multiply(dc, factors[t], out=da)                           # abar_i, abar_f, (o), abar_g
+            np.multiply(dh, factors[t, 2], out=da[2])                     # abar_o
+            dc_next = dc * forget[t]                                      # the carousel
+            np.matmul(da, U_T, out=parts)
+            total = dxh[t]
+            np.add(parts[0], parts[1], out=total)
+            total += parts[2]
+            total += parts[3]
+            dh_next = total[:, n_in:]                                     # sum_q W_hq^T abar_q
+        # every gate's sum over time and batch of abar^T [x_t | h_{t-1} | 1], in one batched product
+        d_stacked = np.matmul(das.reshape(4, T * B, H).transpose(0, 2, 1), rows[:T].reshape(T * B, -1))
+        grads = split_blocks(d_stacked, _BLOCKS, n_in)
+        return {key: grads[key] for key in params}, dxh[:, :, :n_in].copy(), (dh_next.copy(), dc_next)
