@@ -6,9 +6,9 @@ Run by hand (not part of the test suite)::
     python benchmarks/bptt_speed.py --threads 2 --cells lstm gru
 
 For each cell and dtype it prints a markdown table row per implementation: the median over repeats of
-forward, backward and forward + backward time, the speed relative to the torch module (above 1 means
-faster than ``torch.nn.RNN/LSTM/GRU`` + autograd), and the backward/forward time ratio. The
-implementations:
+forward and of forward + backward time, their difference as the backward time, the speed relative to
+the torch module (above 1 means faster than ``torch.nn.RNN/LSTM/GRU`` + autograd), and the
+backward/forward time ratio. The implementations take turns (``interleaved_ms``). They are:
 
 * ``torch.nn.<module> + autograd``: the production kernel, weights copied with ``companion.torch_ref``;
 * ``torch autograd, Python loop``: the same cell written step by step with torch tensor operations, the
@@ -26,16 +26,26 @@ import os
 import time
 
 
-def median_ms(function, repeats: int) -> float:
+def interleaved_ms(functions: list, rounds: int, warm_up: int = 2, timed: int = 3) -> list[float]:
+    """Median time in ms of every function: ``rounds`` rounds, each calling every function in turn.
+
+    In a round, a function first runs ``warm_up`` times untimed and then ``timed`` times timed, back to
+    back, so that it finds the caches and the memory allocator as a training loop that calls it again
+    and again would. The rounds take the functions in turn, which spreads a slow drift of the machine
+    (a shared virtual machine, here) over all of them alike, so that their ratios hold.
+    """
     import numpy as np
 
-    function()  # warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    times = [[] for _ in functions]
+    for _ in range(rounds):
+        for function, samples in zip(functions, times):
+            for _ in range(warm_up):
+                function()
+            for _ in range(timed):
+                start = time.perf_counter()
+                function()
+                samples.append(time.perf_counter() - start)
+    return [1e3 * float(np.median(samples)) for samples in times]
 
 
 def torch_loop(cell, tensors: dict, x, torch):
@@ -72,7 +82,7 @@ def main() -> None:
     parser.add_argument("--n-in", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=20, help="rounds of interleaved_ms")
     parser.add_argument("--cells", nargs="+", default=["elman", "lstm", "gru"], choices=["elman", "lstm", "gru"])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     args = parser.parse_args()
@@ -134,19 +144,26 @@ def main() -> None:
             tolerance = 1e-3 if np_dtype == np.float32 else 1e-9
             np.testing.assert_allclose(grads[recurrent], tensors[recurrent].grad.numpy(), rtol=tolerance, atol=tolerance)
 
-            rows = []
-            for label, forward_only, forward_backward in (
+            def companion_forward(fused: bool):
+                return lambda: bptt.forward(cell, params, xs, fused=fused)
+
+            def companion_forward_backward(fused: bool):
+                def run():
+                    _, cache = bptt.forward(cell, params, xs, fused=fused)
+                    bptt.backward(cell, params, cache, dhs)
+                return run
+
+            implementations = [
                 (f"torch.nn.{type(module).__name__} + autograd", module_forward, module_forward_backward),
                 ("torch autograd, Python loop", loop_forward, loop_forward_backward),
-            ):
-                t_f = median_ms(forward_only, args.repeats)
-                t_fb = median_ms(forward_backward, args.repeats)
+                ("companion, fused path", companion_forward(True), companion_forward_backward(True)),
+                ("companion, step loop", companion_forward(False), companion_forward_backward(False)),
+            ]
+            timings = interleaved_ms([function for _, *pair in implementations for function in pair], args.rounds)
+            rows = []
+            for k, (label, _, _) in enumerate(implementations):
+                t_f, t_fb = timings[2 * k], timings[2 * k + 1]
                 rows.append((label, t_f, t_fb - t_f, t_fb))
-            for label, fused in (("companion, fused path", True), ("companion, step loop", False)):
-                _, cache = bptt.forward(cell, params, xs, fused=fused)
-                t_f = median_ms(lambda: bptt.forward(cell, params, xs, fused=fused), args.repeats)
-                t_b = median_ms(lambda: bptt.backward(cell, params, cache, dhs), args.repeats)
-                rows.append((label, t_f, t_b, t_f + t_b))
             reference = rows[0][3]
             for label, t_f, t_b, t_fb in rows:
                 print(f"| {cell_name} | {dtype_name} | {label} | {t_f:.2f} | {t_b:.2f} | {t_fb:.2f} "

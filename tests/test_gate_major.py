@@ -11,6 +11,7 @@ from numpy.testing import assert_array_equal
 
 from companion.cells.gate_major import (
     ALIGNMENT,
+    aligned_copy,
     aligned_empty,
     split_blocks,
     stacked_blocks,
@@ -19,18 +20,14 @@ from companion.cells.gate_major import (
 )
 from helpers import seeded
 
-BLOCKS = (("W_xa", "W_ha", "b_a"), (None, "W_hb", "b_b"), ("W_xc", None, "b_c"))
+BLOCKS = (("W_xa", "W_ha", "b_a"), ("W_xb", "W_hb", "b_b"), ("W_xc", "W_hc", "b_c"))
 N_IN, H = 3, 2
 
 
 def random_params(rng: np.random.Generator) -> dict[str, np.ndarray]:
     params = {}
     for x_key, h_key, b_key in BLOCKS:
-        if x_key:
-            params[x_key] = rng.normal(size=(H, N_IN))
-        if h_key:
-            params[h_key] = rng.normal(size=(H, H))
-        params[b_key] = rng.normal(size=H)
+        params.update({x_key: rng.normal(size=(H, N_IN)), h_key: rng.normal(size=(H, H)), b_key: rng.normal(size=H)})
     return params
 
 
@@ -46,7 +43,7 @@ def test_aligned_empty_starts_on_the_boundary(shape, dtype):
 
 
 def test_one_batched_product_gives_every_pre_activation():
-    """rows[t] @ U[k] = x_t W_x^T + h_{t-1} W_h^T + b for block k, zero parts left out."""
+    """rows[t] @ U[k] = x_t W_x^T + h_{t-1} W_h^T + b for block k."""
     rng = seeded("gate major forward")
     params = random_params(rng)
     xs, h0 = rng.normal(size=(2, 4, N_IN)), rng.normal(size=(4, H))
@@ -54,10 +51,13 @@ def test_one_batched_product_gives_every_pre_activation():
     rows = step_rows(xs, h0, np.float64)
     assert U.shape == (3, N_IN + H + 1, H) and rows.shape == (3, 4, N_IN + H + 1)
     got = rows[0] @ U
-    expected = [xs[0] @ params["W_xa"].T + h0 @ params["W_ha"].T + params["b_a"],
-                h0 @ params["W_hb"].T + params["b_b"],
-                xs[0] @ params["W_xc"].T + params["b_c"]]
+    expected = [xs[0] @ params[x].T + h0 @ params[h].T + params[b] for x, h, b in BLOCKS]
     np.testing.assert_allclose(got, np.stack(expected), rtol=1e-14, atol=1e-14)
+    # the next step reads h_1 where the loop writes it
+    h1 = np.tanh(got[0])
+    rows[1, :, N_IN:-1] = h1
+    expected = [xs[1] @ params[x].T + h1 @ params[h].T + params[b] for x, h, b in BLOCKS]
+    np.testing.assert_allclose(rows[1] @ U, np.stack(expected), rtol=1e-14, atol=1e-14)
 
 
 def test_step_rows_layout():
@@ -78,11 +78,18 @@ def test_transposed_blocks_are_the_stacked_ones_without_the_bias():
     U_T = transposed_blocks(params, BLOCKS, N_IN, H, np.float32)
     assert U_T.shape == (3, H, N_IN + H) and U_T.dtype == np.float32 and U_T.ctypes.data % ALIGNMENT == 0
     assert_array_equal(U_T, U[:, :-1].transpose(0, 2, 1).astype(np.float32))
-    assert_array_equal(U_T[1, :, :N_IN], 0.0)          # the block without W_x
-    assert_array_equal(U_T[2, :, N_IN:], 0.0)          # the block without W_h
+    for block, (x_key, h_key, _) in zip(U_T, BLOCKS):
+        assert_array_equal(block, np.hstack([params[x_key], params[h_key]]).astype(np.float32))
 
 
-def test_split_blocks_inverts_the_stacking_and_drops_zero_parts():
+def test_aligned_copy():
+    source = np.arange(12.0).reshape(3, 4).T          # not C-contiguous
+    copy = aligned_copy(source, np.float32)
+    assert copy.dtype == np.float32 and copy.flags.c_contiguous and copy.ctypes.data % ALIGNMENT == 0
+    assert_array_equal(copy, source)
+
+
+def test_split_blocks_inverts_the_stacking():
     rng = seeded("gate major split")
     params = random_params(rng)
     U = stacked_blocks(params, BLOCKS, N_IN, H, np.float64)

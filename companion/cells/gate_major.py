@@ -23,8 +23,7 @@ products whose blocks start on a 64-byte boundary take about two thirds of the t
 little (``benchmarks/gate_major_products.py`` measures both; we have not traced the cause inside
 OpenBLAS).
 
-A block is described by the keys of its three parts, ``(W_x key, W_h key, b key)``; a ``None`` part
-is zero (the GRU's candidate splits into a block without ``W_x`` and one computed elsewhere).
+A block is described by the keys of its three parts, ``(W_x key, W_h key, b key)``.
 """
 from __future__ import annotations
 
@@ -32,8 +31,8 @@ import numpy as np
 
 from ..types import Array, Params
 
-Block = tuple[str | None, str | None, str]
-"""The keys ``(W_x, W_h, b)`` of one gate block; ``None`` for a part that is zero."""
+Block = tuple[str, str, str]
+"""The keys ``(W_x, W_h, b)`` of one gate block."""
 
 ALIGNMENT = 64
 """Bytes: the start of every array that ``aligned_empty`` returns is a multiple of this."""
@@ -48,12 +47,19 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> Array:
     return raw[start:start + size].view(dtype).reshape(shape)
 
 
+def aligned_copy(array: Array, dtype: np.dtype) -> Array:
+    """A C-ordered copy of ``array`` in ``dtype``, starting on an ``ALIGNMENT``-byte boundary."""
+    copy = aligned_empty(array.shape, dtype)
+    copy[...] = array
+    return copy
+
+
 def stacked_blocks(params: Params, blocks: tuple[Block, ...], n_in: int, n_hidden: int, dtype: np.dtype) -> Array:
     """``U``, shape (G, n_in + H + 1, H): block ``k`` is ``[W_x^T; W_h^T; b^T]`` of ``blocks[k]``."""
     stacked = aligned_empty((len(blocks), n_in + n_hidden + 1, n_hidden), dtype)
     for block, (x_key, h_key, b_key) in zip(stacked, blocks):
-        block[:n_in] = params[x_key].T if x_key is not None else 0.0
-        block[n_in:-1] = params[h_key].T if h_key is not None else 0.0
+        block[:n_in] = params[x_key].T
+        block[n_in:-1] = params[h_key].T
         block[-1] = params[b_key]
     return stacked
 
@@ -64,9 +70,7 @@ def transposed_blocks(params: Params, blocks: tuple[Block, ...], n_in: int, n_hi
     ``abar @ transposed_blocks(...)[k]`` is ``[W_x^T abar | W_h^T abar]`` as rows: what the step's input
     and its previous state receive through gate ``k``.
     """
-    transposed = aligned_empty((len(blocks), n_hidden, n_in + n_hidden), dtype)
-    transposed[...] = stacked_blocks(params, blocks, n_in, n_hidden, dtype)[:, :-1].transpose(0, 2, 1)
-    return transposed
+    return aligned_copy(stacked_blocks(params, blocks, n_in, n_hidden, dtype)[:, :-1].transpose(0, 2, 1), dtype)
 
 
 def step_rows(xs: Array, h0: Array, dtype: np.dtype) -> Array:
@@ -88,13 +92,11 @@ def step_rows(xs: Array, h0: Array, dtype: np.dtype) -> Array:
 def split_blocks(d_stacked: Array, blocks: tuple[Block, ...], n_in: int) -> Params:
     """The gradients in ``d_stacked`` (G, H, n_in + H + 1), ``[dW_x | dW_h | db]`` per block, by key.
 
-    Zero parts (``None`` keys) are dropped; every returned array is a contiguous copy.
+    Every returned array is a contiguous copy.
     """
     grads = {}
     for block, (x_key, h_key, b_key) in zip(d_stacked, blocks):
-        if x_key is not None:
-            grads[x_key] = np.ascontiguousarray(block[:, :n_in])
-        if h_key is not None:
-            grads[h_key] = np.ascontiguousarray(block[:, n_in:-1])
+        grads[x_key] = block[:, :n_in].copy()
+        grads[h_key] = block[:, n_in:-1].copy()
         grads[b_key] = block[:, -1].copy()
     return grads

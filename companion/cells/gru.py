@@ -27,9 +27,12 @@ from ..types import Array, Params
 from ..validation import check_positive_int
 from .activations import sigmoid
 from .base import Cache, Cell
-from .gate_major import Block, split_blocks, stacked_blocks, step_rows, transposed_blocks
+from .gate_major import aligned_copy, split_blocks, stacked_blocks, step_rows, transposed_blocks
 
 VARIANTS = ("torch", "cho")
+
+_GATE_BLOCKS = (("W_xr", "W_hr", "b_r"), ("W_xz", "W_hz", "b_z"))
+"""The fused path's gate blocks: the reset and the update gate."""
 
 
 class GRU(Cell):
@@ -115,16 +118,11 @@ class GRU(Cell):
 
     # ----- fused sequence methods: same numbers as the step loop, faster ---------------------------
     # Gate-major layout (see .gate_major): one batched product of the row [x_t | h_{t-1} | 1] gives the
-    # r and z pre-activations and, for the torch variant, W_hn h_{t-1} + b_hn as a third block. The
-    # input part of the candidate, W_xn x_t + b_xn (b_n for "cho"), is one product for all steps before
-    # the loop. sigmoid(a) = (1 + tanh(a / 2)) / 2: halving the r and z blocks (exact in binary floating
-    # point) gives a / 2 straight from the product, so one tanh and two in-place operations replace the
-    # sigmoid of both gates.
-
-    def _blocks(self) -> tuple[Block, ...]:
-        """The gate blocks of the per-step product: r, z, and for "torch" the reset's operand."""
-        gates = (("W_xr", "W_hr", "b_r"), ("W_xz", "W_hz", "b_z"))
-        return gates + ((None, "W_hn", "b_hn"),) if self.variant == "torch" else gates
+    # pre-activations of r and z; the candidate's recurrent product, W_hn h_{t-1} + b_hn ("torch") or
+    # W_hn (r * h_{t-1}) ("cho"), is a second product, and its input part W_xn x_t + b_xn (b_n) is one
+    # product for all steps before the loop. sigmoid(a) = (1 + tanh(a / 2)) / 2: halving the r and z
+    # blocks (exact in binary floating point) gives a / 2 straight from the product, so one tanh and two
+    # in-place operations replace the sigmoid of both gates.
 
     def forward_sequence(self, params: Params, xs: Array, h0: Array) -> tuple[Array, Array, Cache]:
         """All T steps: ``(hs, h_T, cache)``; ``xs`` (T, B, n_in), ``h0`` (B, H) -> ``hs`` (T, B, H)."""
@@ -133,55 +131,57 @@ class GRU(Cell):
         p = params
         torch_variant = self.variant == "torch"
         dtype = np.result_type(xs, h0, *p.values())
-        U = stacked_blocks(p, self._blocks(), n_in, H, dtype)             # (2 or 3, n_in + H + 1, H)
-        U[:2] *= 0.5                                                      # halve r and z
+        U = stacked_blocks(p, _GATE_BLOCKS, n_in, H, dtype)               # (2, n_in + H + 1, H)
+        U *= 0.5                                                          # halve r and z
         rows = step_rows(xs, h0, dtype)                                   # rows[t] = [x_t | h_{t-1} | 1]
         a_xn = (xs.reshape(T * B, n_in) @ p["W_xn"].T).astype(dtype, copy=False).reshape(T, B, H)
         a_xn += p["b_xn"] if torch_variant else p["b_n"]                  # W_xn x_t + b_xn (or b_n)
-        W_hn_T = p["W_hn"].T
+        if torch_variant:                                                 # [h | 1] @ [W_hn^T; b_hn^T]
+            V = aligned_copy(np.concatenate([p["W_hn"].T, p["b_hn"][None]]), dtype)
+        else:                                                             # (r * h) @ W_hn^T
+            V = aligned_copy(p["W_hn"].T, dtype)
         # What backward needs, computed while the step's values are in the cache: each pre-activation
         # adjoint is hbar_t, or the candidate's abar_n, times a factor known now.
         gates = np.empty((T, 2, B, H), dtype=dtype)                       # r_t, z_t
-        slopes = np.empty((T, 2, B, H), dtype=dtype)                      # d abar_r / d abar_n, d abar_z / d hbar
+        slopes = np.empty((T, 2, B, H), dtype=dtype)                      # d abar_r / d(n's input), d abar_z / d hbar
         to_n = np.empty((T, B, H), dtype=dtype)                           # d abar_n / d hbar
         reset_h = None if torch_variant else np.empty((T, B, H), dtype=dtype)   # r_t * h_{t-1}, W_hn's input
-        y = np.empty((U.shape[0], B, H), dtype=dtype)
+        hn = np.empty((B, H), dtype=dtype)                                # W_hn h_{t-1} + b_hn ("torch")
         for t in range(T):
             h_prev = rows[t, :, n_in:-1]
-            np.matmul(rows[t], U, out=y)                                  # a_r/2, a_z/2 (, W_hn h + b_hn)
-            rz = y[:2]
+            rz = gates[t]
+            np.matmul(rows[t], U, out=rz)                                 # a_r / 2, a_z / 2
             np.tanh(rz, out=rz)
             rz *= 0.5                                                     # sigmoid = (1 + tanh(a/2)) / 2
             rz += 0.5
             r, z = rz
-            gates[t] = rz
             if torch_variant:
-                hn = y[2]
+                np.matmul(rows[t, :, n_in:], V, out=hn)
                 n = r * hn                                                # reset after the matmul
             else:
                 rh = np.multiply(r, h_prev, out=reset_h[t])               # reset before the matmul
-                n = rh @ W_hn_T
+                n = rh @ V
             n += a_xn[t]
             np.tanh(n, out=n)                                             # n_t
-            h_minus_n = h_prev - n
             s_r, s_z = s = slopes[t]
-            np.subtract(1.0, rz, out=s)
-            s *= rz                                                       # r (1 - r), z (1 - z)
-            s_r *= hn if torch_variant else h_prev                        # abar_r = abar_n (W_hn h + b_hn) r (1 - r)
-            s_z *= h_minus_n                                              # abar_z = hbar (h_{t-1} - n) z (1 - z)
-            h_minus_n *= z
-            np.add(n, h_minus_n, out=rows[t + 1, :, n_in:-1])             # h_t = n + z (h_{t-1} - n)
+            np.subtract(1.0, rz, out=s)                                   # 1 - r, 1 - z
             dn = to_n[t]
             np.multiply(n, n, out=dn)
             np.subtract(1.0, dn, out=dn)
-            dn *= 1.0 - z                                                 # abar_n = hbar (1 - z)(1 - n^2)
+            dn *= s_z                                                     # abar_n = hbar (1 - z)(1 - n^2)
+            s *= rz                                                       # r (1 - r), z (1 - z)
+            s_r *= hn if torch_variant else h_prev                        # abar_r = abar_n hn r (1 - r), or
+            h_minus_n = h_prev - n                                        #   (W_hn^T abar_n) h r (1 - r)
+            s_z *= h_minus_n                                              # abar_z = hbar (h_{t-1} - n) z (1 - z)
+            h_minus_n *= z
+            np.add(n, h_minus_n, out=rows[t + 1, :, n_in:-1])             # h_t = n + z (h_{t-1} - n)
         hs = rows[1:, :, n_in:-1]
         return hs.copy(), hs[-1].copy(), (rows, gates, slopes, to_n, reset_h)
 
     def backward_sequence(
         self, params: Params, cache: Cache, dhs: Array, dh_final: Array
     ) -> tuple[Params, Array, Array]:
-        """All T steps backward; the sums over time are batched products.
+        """All T steps backward; the sums over time are one product per parameter group.
 
         ``dhs`` (T, B, H), ``dh_final`` (B, H) -> ``grads``, ``dxs`` (T, B, n_in), ``dh0`` (B, H).
         """
@@ -189,45 +189,47 @@ class GRU(Cell):
         T, B, n_in, H = dhs.shape[0], dhs.shape[1], self.n_in, self.n_hidden
         p = params
         torch_variant = self.variant == "torch"
-        blocks = self._blocks()
         dtype = np.result_type(rows, dhs, dh_final)
-        U_T = transposed_blocks(p, blocks, n_in, H, dtype)                # (2 or 3, H, n_in + H)
-        das = np.empty((len(blocks), T, B, H), dtype=dtype)               # abar_r, abar_z (, adjoint of W_hn h + b_hn)
+        U_T = transposed_blocks(p, _GATE_BLOCKS, n_in, H, dtype)          # (2, H, n_in + H)
+        W_hn = aligned_copy(p["W_hn"], dtype)
+        das = np.empty((T, B, 2, H), dtype=dtype)                         # abar_r, abar_z
         da_ns = np.empty((T, B, H), dtype=dtype)                          # abar_n
-        parts = np.empty((len(blocks), B, n_in + H), dtype=dtype)        # per block: [W_x^T abar | W_h^T abar]
+        d_hns = np.empty((T, B, H), dtype=dtype) if torch_variant else None   # adjoint of W_hn h + b_hn
+        parts = np.empty((2, B, n_in + H), dtype=dtype)                   # per gate: [W_x^T abar | W_h^T abar]
         dxh = np.empty((T, B, n_in + H), dtype=dtype)                     # their sums
+        through_n = np.empty((B, H), dtype=dtype)                         # what h_{t-1} gets through n_t
         dh_next = dh_final
         for t in reversed(range(T)):
             r, z = gates[t]
+            da = das[t].transpose(1, 0, 2)                                # (2, B, H)
             dh = dhs[t] + dh_next                                         # hbar_t
             da_n = np.multiply(dh, to_n[t], out=da_ns[t])
-            np.multiply(dh, slopes[t, 1], out=das[1, t])                  # abar_z
+            np.multiply(dh, slopes[t, 1], out=da[1])                      # abar_z
             if torch_variant:
-                np.multiply(da_n, slopes[t, 0], out=das[0, t])            # abar_r
-                np.multiply(da_n, r, out=das[2, t])                       # adjoint of W_hn h + b_hn
+                np.multiply(da_n, slopes[t, 0], out=da[0])                # abar_r
+                d_hn = np.multiply(da_n, r, out=d_hns[t])
+                np.matmul(d_hn, W_hn, out=through_n)                      # W_hn^T (r * abar_n)
             else:
-                d_rh = da_n @ p["W_hn"]                                   # adjoint of r * h_{t-1}
-                np.multiply(d_rh, slopes[t, 0], out=das[0, t])            # abar_r
-            np.matmul(das[:, t], U_T, out=parts)
+                np.matmul(da_n, W_hn, out=through_n)                      # adjoint of r * h_{t-1}
+                np.multiply(through_n, slopes[t, 0], out=da[0])           # abar_r
+                through_n *= r
+            np.matmul(da, U_T, out=parts)
             total = dxh[t]
             np.add(parts[0], parts[1], out=total)
-            if torch_variant:
-                total += parts[2]
             dh_next = dh * z                                              # the direct path of h_t
             dh_next += total[:, n_in:]
-            if not torch_variant:
-                d_rh *= r
-                dh_next += d_rh
-        # sums over time and batch: abar^T [x_t | h_{t-1} | 1] for every block in one batched product,
-        # and the candidate's input part (and, for "cho", W_hn's) separately
-        d_stacked = np.matmul(das.reshape(len(blocks), T * B, H).transpose(0, 2, 1), rows[:T].reshape(T * B, -1))
-        grads = split_blocks(d_stacked, blocks, n_in)
-        X = rows[:T, :, :n_in].reshape(T * B, n_in)
+            dh_next += through_n
+        # sums over time and batch: abar^T [x_t | h_{t-1} | 1] for r and z in one product; the
+        # candidate's parameters from its own adjoints
+        d_stacked = (das.reshape(T * B, 2 * H).T @ rows[:T].reshape(T * B, -1)).reshape(2, H, -1)
+        grads = split_blocks(d_stacked, _GATE_BLOCKS, n_in)
         da_n_flat = da_ns.reshape(T * B, H)
-        grads["W_xn"] = da_n_flat.T @ X
-        grads["b_xn" if torch_variant else "b_n"] = da_n_flat.sum(axis=0)
-        if not torch_variant:
-            grads["W_hn"] = da_n_flat.T @ reset_h.reshape(T * B, H)
+        grads["W_xn"] = da_n_flat.T @ rows[:T, :, :n_in].reshape(T * B, n_in)
+        if torch_variant:                                                 # [dW_hn | db_hn] = sum d_hn^T [h | 1]
+            d_hn_rows = d_hns.reshape(T * B, H).T @ rows[:T, :, n_in:].reshape(T * B, H + 1)
+            grads.update(W_hn=d_hn_rows[:, :-1].copy(), b_hn=d_hn_rows[:, -1].copy(), b_xn=da_n_flat.sum(axis=0))
+        else:
+            grads.update(W_hn=da_n_flat.T @ reset_h.reshape(T * B, H), b_n=da_n_flat.sum(axis=0))
         dxs = dxh[:, :, :n_in] + (da_n_flat @ p["W_xn"]).reshape(T, B, n_in)
         return {key: grads[key] for key in p}, dxs, dh_next
 

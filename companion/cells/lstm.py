@@ -128,14 +128,13 @@ class LSTM(Cell):
         dc_from_h = np.empty((T, B, H), dtype=dtype)                      # d cbar_t / d hbar_t
         forget = np.empty((T, B, H), dtype=dtype)                         # f_t, the carousel's factor
         gates = np.empty((4, B, H), dtype=dtype)                          # this step's i, f, o, g
+        sigmoids, (i, f, o, g) = gates[:3], gates                         # views, rewritten every step
         c = c0
         for t in range(T):
             np.matmul(rows[t], U, out=gates)                              # a_i/2, a_f/2, a_o/2, a_g
             np.tanh(gates, out=gates)
-            sigmoids = gates[:3]
             sigmoids *= 0.5                                               # sigmoid = (1 + tanh(a/2)) / 2
             sigmoids += 0.5
-            i, f, o, g = gates
             c_prev, c = c, f * c                                          # c_t = f * c_{t-1}
             c += i * g                                                    #       + i * g
             tanh_c = np.tanh(c)
@@ -160,7 +159,7 @@ class LSTM(Cell):
     def backward_sequence(
         self, params: Params, cache: Cache, dhs: Array, d_final: tuple[Array, Array]
     ) -> tuple[Params, Array, tuple[Array, Array]]:
-        """All T steps backward; the sums over time are one batched product.
+        """All T steps backward; the sums over time are one matrix product.
 
         ``dhs`` (T, B, H), ``d_final`` two (B, H) arrays -> ``grads``, ``dxs`` (T, B, n_in),
         ``(dh0, dc0)``.
@@ -170,24 +169,25 @@ class LSTM(Cell):
         dh_next, dc_next = d_final
         dtype = np.result_type(rows, dhs, dh_next, dc_next)
         U_T = transposed_blocks(params, _BLOCKS, n_in, H, dtype)          # (4, H, n_in + H)
-        das = np.empty((4, T, B, H), dtype=dtype)                         # abar_t of every gate
+        das = np.empty((T, B, 4, H), dtype=dtype)                         # abar_t of every gate
         parts = np.empty((4, B, n_in + H), dtype=dtype)                   # [W_xq^T abar_q | W_hq^T abar_q]
+        part_i, part_f, part_o, part_g = parts
         dxh = np.empty((T, B, n_in + H), dtype=dtype)                     # their sums over q: [xbar_t | ...]
         for t in reversed(range(T)):
             dh = dhs[t] + dh_next                                         # hbar_t
             dc = dh * dc_from_h[t]                                        # cbar_t
             dc += dc_next
-            da = das[:, t]
+            da = das[t].transpose(1, 0, 2)                                # (4, B, H)
             np.multiply(dc, factors[t], out=da)                           # abar_i, abar_f, (o), abar_g
             np.multiply(dh, factors[t, 2], out=da[2])                     # abar_o
             dc_next = dc * forget[t]                                      # the carousel
             np.matmul(da, U_T, out=parts)
             total = dxh[t]
-            np.add(parts[0], parts[1], out=total)
-            total += parts[2]
-            total += parts[3]
+            np.add(part_i, part_f, out=total)
+            total += part_o
+            total += part_g
             dh_next = total[:, n_in:]                                     # sum_q W_hq^T abar_q
-        # every gate's sum over time and batch of abar^T [x_t | h_{t-1} | 1], in one batched product
-        d_stacked = np.matmul(das.reshape(4, T * B, H).transpose(0, 2, 1), rows[:T].reshape(T * B, -1))
+        # every gate's sum over time and batch of abar^T [x_t | h_{t-1} | 1], in one product
+        d_stacked = (das.reshape(T * B, 4 * H).T @ rows[:T].reshape(T * B, -1)).reshape(4, H, -1)
         grads = split_blocks(d_stacked, _BLOCKS, n_in)
         return {key: grads[key] for key in params}, dxh[:, :, :n_in].copy(), (dh_next.copy(), dc_next)
