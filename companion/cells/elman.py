@@ -18,6 +18,7 @@ from ..types import Array, Params
 from ..validation import check_positive_int
 from .activations import ACTIVATIONS, check_nonlinearity
 from .base import Cache, Cell
+from .alignment import aligned_copy
 
 
 class Elman(Cell):
@@ -84,9 +85,9 @@ class Elman(Cell):
         a_in = (xs_flat @ params["W_xh"].T).reshape(T, B, H)
         a_in = a_in.astype(np.result_type(a_in, params["b_h"]), copy=False)
         a_in += params["b_h"]                      # in place: no second big array
-        # a contiguous copy of W_hh^T makes each step's small matmul fast
-        W_hh_T = np.ascontiguousarray(params["W_hh"].T)
         hs = np.empty((T, B, H), dtype=np.result_type(a_in, h0))
+        # a contiguous, 64-byte aligned copy of W_hh^T makes each step's small matmul fast
+        W_hh_T = aligned_copy(params["W_hh"].T, hs.dtype)
         h = h0
         for t in range(T):
             h = hs[t] = self._phi(a_in[t] + h @ W_hh_T)   # h_t = phi(a_t)
@@ -105,11 +106,12 @@ class Elman(Cell):
         H = self.n_hidden
         phi_prime = self._phi_prime(hs)      # phi'(a_t) for every t: (T, B, H)
         das = np.empty(hs.shape, dtype=np.result_type(hs, dhs, dh_final))
+        W_hh = aligned_copy(params["W_hh"], das.dtype)   # aligned: faster small matmuls
         dh_next = dh_final                   # W_hh^T abar_{t+1}: zero past the end
         for t in reversed(range(T)):
             # abar_t = phi'(a_t) * (dl_t/dh_t + W_hh^T abar_{t+1})
             das[t] = (dhs[t] + dh_next) * phi_prime[t]
-            dh_next = das[t] @ params["W_hh"]     # W_hh^T abar_t, for step t-1
+            dh_next = das[t] @ W_hh          # W_hh^T abar_t, for step t-1
         # stack every (step, sequence) pair as a row: the sums over t and B
         # become single matrix products
         h_prev = np.concatenate([h0[None], hs[:-1]]).reshape(T * B, H)

@@ -16,11 +16,11 @@ batched product ``rows[t] @ U`` gives the (G, B, H) pre-activations of step t, e
 contiguous (B, H) block ("gate-major"). Backward, the same blocks transposed give the inputs' and the
 state's adjoints, and one batched product over all steps gives every gate's weight and bias gradient.
 
-Why G products of width H and not one of width G * H, and why aligned: for the LSTM at the sizes of
+Why G products of width H and not one of width G * H: for the LSTM at the sizes of
 ``benchmarks/bptt_speed.py`` (B = 32, n_in = 64, H = 128), four batched (32, 193) @ (193, 128)
-products whose blocks start on a 64-byte boundary take about two thirds of the time of one
-(32, 193) @ (193, 512) product; at numpy's default alignment (16 bytes) the batched products gain
-little (``benchmarks/gate_major_products.py`` measures both; we have not traced the cause inside
+products whose blocks start on a 64-byte boundary (``.alignment``) take about two thirds of the time
+of one (32, 193) @ (193, 512) product; at numpy's default alignment (16 bytes) the batched products
+gain little (``benchmarks/gate_major_products.py`` measures both; we have not traced the cause inside
 OpenBLAS).
 
 A block is described by the keys of its three parts, ``(W_x key, W_h key, b key)``.
@@ -30,29 +30,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..types import Array, Params
+from .alignment import aligned_copy, aligned_empty
 
 Block = tuple[str, str, str]
 """The keys ``(W_x, W_h, b)`` of one gate block."""
-
-ALIGNMENT = 64
-"""Bytes: the start of every array that ``aligned_empty`` returns is a multiple of this."""
-
-
-def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> Array:
-    """An uninitialised C-ordered array whose data starts on an ``ALIGNMENT``-byte boundary."""
-    dtype = np.dtype(dtype)
-    size = int(np.prod(shape)) * dtype.itemsize
-    raw = np.empty(size + ALIGNMENT, dtype=np.uint8)
-    start = -raw.ctypes.data % ALIGNMENT
-    return raw[start:start + size].view(dtype).reshape(shape)
-
-
-def aligned_copy(array: Array, dtype: np.dtype) -> Array:
-    """A C-ordered copy of ``array`` in ``dtype``, starting on an ``ALIGNMENT``-byte boundary."""
-    copy = aligned_empty(array.shape, dtype)
-    copy[...] = array
-    return copy
-
 
 def stacked_blocks(params: Params, blocks: tuple[Block, ...], n_in: int, n_hidden: int, dtype: np.dtype) -> Array:
     """``U``, shape (G, n_in + H + 1, H): block ``k`` is ``[W_x^T; W_h^T; b^T]`` of ``blocks[k]``."""

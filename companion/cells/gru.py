@@ -27,7 +27,8 @@ from ..types import Array, Params
 from ..validation import check_positive_int
 from .activations import sigmoid
 from .base import Cache, Cell
-from .gate_major import aligned_copy, split_blocks, stacked_blocks, step_rows, transposed_blocks
+from .alignment import aligned_copy
+from .gate_major import split_blocks, stacked_blocks, step_rows, transposed_blocks
 
 VARIANTS = ("torch", "cho")
 
