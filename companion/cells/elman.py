@@ -97,28 +97,32 @@ class Elman(Cell):
     def backward_sequence(
         self, params: Params, cache: Cache, dhs: Array, dh_final: Array
     ) -> tuple[Params, Array, Array]:
-        """All T steps backward: only the adjoint recursion loops; sums over time are matmuls.
+        """All T steps backward: only the adjoint recursion loops; sums over
+        time are matmuls.
 
-        ``dhs`` (T, B, H), ``dh_final`` (B, H) -> ``grads``, ``dxs`` (T, B, n_in), ``dh0`` (B, H).
+        ``dhs`` (T, B, H), ``dh_final`` (B, H) -> ``grads``,
+        ``dxs`` (T, B, n_in), ``dh0`` (B, H).
         """
         xs, h0, hs = cache
         T, B, n_in = xs.shape
         H = self.n_hidden
         das = np.empty(hs.shape, dtype=np.result_type(hs, dhs, dh_final))
-        W_hh = aligned_copy(params["W_hh"], das.dtype)   # aligned: faster small matmuls
-        dh_next = dh_final                   # W_hh^T abar_{t+1}: zero past the end
+        W_hh = aligned_copy(params["W_hh"], das.dtype)  # for fast small matmuls
+        dh_next = dh_final           # W_hh^T abar_{t+1}: zero past the end
         for t in reversed(range(T)):
             # abar_t = phi'(a_t) * (dl_t/dh_t + W_hh^T abar_{t+1})
             da = np.add(dhs[t], dh_next, out=das[t])
             da *= self._phi_prime(hs[t])
-            dh_next = da @ W_hh              # W_hh^T abar_t, for step t-1
+            dh_next = da @ W_hh      # W_hh^T abar_t, for step t-1
         # stack every (step, sequence) pair as a row: the sums over t and B
         # become single matrix products
         da_flat = das.reshape(T * B, H)
+        # sum_t abar_t h_{t-1}^T: h_0 for t = 1, the stored hs for t > 1
+        h_rest = hs[:-1].reshape(-1, H)
+        W_hh_grad = das[0].T @ h0 + das[1:].reshape(-1, H).T @ h_rest
         grads = {
             "W_xh": da_flat.T @ xs.reshape(T * B, n_in),  # sum_t abar_t x_t^T
-            # sum_t abar_t h_{t-1}^T: h_0 for t = 1, the stored hs for the rest
-            "W_hh": das[0].T @ h0 + das[1:].reshape(-1, H).T @ hs[:-1].reshape(-1, H),
+            "W_hh": W_hh_grad,
             "b_h": da_flat.sum(axis=0),                   # sum_t abar_t
         }
         dxs = (da_flat @ params["W_xh"]).reshape(T, B, n_in)  # W_xh^T abar_t
