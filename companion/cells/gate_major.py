@@ -14,7 +14,7 @@ The fused paths stack the blocks of G gates into one array ``U`` of shape (G, n_
 the rows of a whole batch and sequence into ``rows`` of shape (T + 1, B, n_in + H + 1), and a single
 batched product ``rows[t] @ U`` gives the (G, B, H) pre-activations of step t, each gate in its own
 contiguous (B, H) block ("gate-major"). Backward, the same blocks transposed give the inputs' and the
-state's adjoints, and one batched product over all steps gives every gate's weight and bias gradient.
+state's adjoints, and one product over all steps gives every gate's weight and bias gradient.
 
 Why G products of width H and not one of width G * H: for the LSTM at the sizes of
 ``benchmarks/bptt_speed.py`` (B = 32, n_in = 64, H = 128), four batched (32, 193) @ (193, 128)
@@ -34,6 +34,7 @@ from .alignment import aligned_copy, aligned_empty
 
 Block = tuple[str, str, str]
 """The keys ``(W_x, W_h, b)`` of one gate block."""
+
 
 def stacked_blocks(params: Params, blocks: tuple[Block, ...], n_in: int, n_hidden: int, dtype: np.dtype) -> Array:
     """``U``, shape (G, n_in + H + 1, H): block ``k`` is ``[W_x^T; W_h^T; b^T]`` of ``blocks[k]``."""
