@@ -13,10 +13,12 @@ one-part state, ``"state0[0]"``, ``"state0[1]"``, ... for a tuple (``state_entri
 from __future__ import annotations
 
 import numpy as np
+from numpy.testing import assert_allclose, assert_array_equal
 
 from companion import bptt
 from companion.cells import GRU, LSTM, Elman, Jordan
 from companion.gradcheck import numerical_gradient, relative_errors
+from companion.torch_ref import from_torch
 
 # (T, B, n_in, H): T = 1, B = 1, n_in = 1 and H != n_in all occur.
 SHAPES = [
@@ -45,6 +47,7 @@ GATED_KINDS = ["lstm", "gru-torch", "gru-cho"]
 # The two paths of companion.bptt: a cell's fused sequence methods (where it has them) and the step loop.
 PATHS = ["fused", "steps"]
 
+TIGHT = dict(rtol=1e-10, atol=1e-12)   # one float64 quantity computed two ways: rounding apart
 GRAD_TOL = 1e-7      # finite differences vs the hand-written backward
 MIN_GRAD_NORM = 1e-4  # below this, rounding noise of the finite differences (~1e-10) is no longer negligible
 KINK_MARGIN = 1e-3   # relu pre-activations are kept this far from 0 (eps = 1e-6 never crosses a kink)
@@ -112,6 +115,54 @@ def analytic_gradients(cell, params, xs, state0, dhs, *, path: str = "fused", d_
     hs, cache = forward(cell, params, xs, state0, path)
     grads, dxs, dstate0 = bptt.backward(cell, params, cache, dhs, d_final_state=d_final_state)
     return hs, {**grads, "xs": dxs, **state_entries("state0", dstate0)}
+
+
+def assert_final_gradient_on_h_is_a_gradient_on_the_last_output(cell, params, xs, state0, dhs, g_h, path):
+    """``d_final_state`` = ``g_h`` on h_T (zero on any other part of the state) must give the gradients
+    of adding ``g_h`` to ``dhs[T-1]``, since h_T is ``hs[T-1]``."""
+    rest = tuple(np.zeros((g_h.shape[0], width)) for width in cell.state_widths[1:])
+    g = (g_h, *rest) if rest else g_h
+    _, with_g = analytic_gradients(cell, params, xs, state0, dhs, path=path, d_final_state=g)
+    dhs_plus = dhs.copy()
+    dhs_plus[-1] += g_h
+    _, folded = analytic_gradients(cell, params, xs, state0, dhs_plus, path=path)
+    for key in with_g:
+        assert_allclose(with_g[key], folded[key], **TIGHT, err_msg=key)
+
+
+def assert_chained_steps_agree_with_bptt(cell, params, xs, state0, dhs, path):
+    """T calls of the public ``step``, then T calls of ``step_backward`` in reverse, summing the parameter
+    gradients, must give ``bptt``'s outputs and gradients on ``path``."""
+    T = xs.shape[0]
+    state, caches, outs = state0, [], []
+    for t in range(T):
+        state, step_cache = cell.step(params, xs[t], state)
+        caches.append(step_cache)
+        outs.append(cell.hidden(state))
+    d_state = cell.zero_state_grad(state0)
+    grads = {key: np.zeros_like(value) for key, value in params.items()}
+    dxs = np.zeros_like(xs)
+    for t in reversed(range(T)):
+        d_params, d_state, dxs[t] = cell.step_backward(params, caches[t], cell.add_to_hidden(d_state, dhs[t]))
+        for key in grads:
+            grads[key] += d_params[key]
+    hs, expected = analytic_gradients(cell, params, xs, state0, dhs, path=path)
+    assert_allclose(np.stack(outs), hs, **TIGHT)
+    for key in grads:
+        assert_allclose(grads[key], expected[key], **TIGHT, err_msg=key)
+    assert_allclose(dxs, expected["xs"], **TIGHT)
+    for key, value in state_entries("state0", d_state).items():
+        assert_allclose(value, expected[key], **TIGHT, err_msg=key)
+
+
+def assert_loads_back_exactly(cell, module, params):
+    """``from_torch`` returns float64 copies equal to ``params``, keyed and ordered as the cell's."""
+    back = from_torch(cell, module)
+    assert list(back) == list(cell.param_shapes())
+    for key in params:
+        assert back[key].dtype == np.float64
+        assert_array_equal(back[key], params[key], err_msg=key)
+        assert not np.shares_memory(back[key], params[key])
 
 
 def numerical_gradients(cell, params, xs, state0, dhs, *, path: str = "fused", g_final=None):

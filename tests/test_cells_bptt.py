@@ -17,9 +17,12 @@ from helpers import (
     JORDAN_SHAPES,
     NONLINEARITIES,
     PATHS,
-    SHAPE_IDS,
     SHAPES,
+    SHAPE_IDS,
+    TIGHT,
     analytic_gradients,
+    assert_chained_steps_agree_with_bptt,
+    assert_final_gradient_on_h_is_a_gradient_on_the_last_output,
     elman_preactivations,
     forward,
     gradcheck_errors,
@@ -28,8 +31,6 @@ from helpers import (
     make_problem,
     seeded,
 )
-
-TIGHT = dict(rtol=1e-10, atol=1e-12)
 
 
 # ----- finite differences vs bptt.backward ---------------------------------------------------------------
@@ -84,12 +85,7 @@ def test_d_final_state_is_a_gradient_on_the_last_output(cell, path):
     T, B = 4, 2
     params, xs, state0, dhs = make_problem(cell, T, B, seeded(repr(cell), path))
     g = seeded(repr(cell), path, 1).normal(size=(B, cell.output_width))
-    _, with_g = analytic_gradients(cell, params, xs, state0, dhs, path=path, d_final_state=g)
-    dhs_plus = dhs.copy()
-    dhs_plus[-1] += g
-    _, folded = analytic_gradients(cell, params, xs, state0, dhs_plus, path=path)
-    for key in with_g:
-        assert_allclose(with_g[key], folded[key], **TIGHT, err_msg=key)
+    assert_final_gradient_on_h_is_a_gradient_on_the_last_output(cell, params, xs, state0, dhs, g, path)
 
 
 # ----- the two paths of bptt, and forward by hand --------------------------------------------------------
@@ -218,24 +214,7 @@ def test_chained_steps_agree_with_bptt(cell, path):
     """T calls of ``step``, then T calls of ``step_backward`` in reverse, summing the parameter gradients."""
     T, B = 4, 2
     params, xs, state0, dhs = make_problem(cell, T, B, seeded(repr(cell), path, 2))
-    state, caches, outs = state0, [], []
-    for t in range(T):
-        state, c = cell.step(params, xs[t], state)
-        caches.append(c)
-        outs.append(state)
-    d_state = np.zeros_like(state0)
-    grads = {key: np.zeros_like(value) for key, value in params.items()}
-    dxs = np.zeros_like(xs)
-    for t in reversed(range(T)):
-        d_params, d_state, dxs[t] = cell.step_backward(params, caches[t], d_state + dhs[t])
-        for key in grads:
-            grads[key] += d_params[key]
-    hs, expected = analytic_gradients(cell, params, xs, state0, dhs, path=path)
-    assert_allclose(np.stack(outs), hs, **TIGHT)
-    for key in grads:
-        assert_allclose(grads[key], expected[key], **TIGHT, err_msg=key)
-    assert_allclose(dxs, expected["xs"], **TIGHT)
-    assert_allclose(d_state, expected["state0"], **TIGHT)
+    assert_chained_steps_agree_with_bptt(cell, params, xs, state0, dhs, path)
 
 
 # ----- closed forms of the linear RNN ----------------------------------------------------------------------

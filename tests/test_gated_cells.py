@@ -17,20 +17,21 @@ from helpers import (
     GATED_KINDS,
     GRAD_TOL,
     PATHS,
-    SHAPE_IDS,
     SHAPES,
+    SHAPE_IDS,
+    TIGHT,
     analytic_gradients,
+    assert_chained_steps_agree_with_bptt,
+    assert_final_gradient_on_h_is_a_gradient_on_the_last_output,
     forward,
     gradcheck_errors,
     make_gated_cell,
     make_gated_problem,
     make_problem,
     seeded,
-    state_entries,
     state_parts,
 )
 
-TIGHT = dict(rtol=1e-10, atol=1e-12)
 PATHS_AGREE = dict(rtol=1e-12, atol=1e-12)     # fused path vs step loop: rounding differences only
 
 STATE_KEYS = {"lstm": {"state0[0]", "state0[1]"}, "gru-torch": {"state0"}, "gru-cho": {"state0"}}
@@ -109,13 +110,7 @@ def test_d_final_state_on_h_is_a_gradient_on_the_last_output(kind, path):
     """h_T is hs[T-1], so a final-state gradient on h equals adding it to dhs[T-1]."""
     cell, params, xs, state0, dhs = make_gated_problem(kind, 4, 2, 2, 3, zero_state=False)
     g_h = seeded("fold", kind, path).normal(size=(2, 3))
-    g = (g_h, np.zeros((2, 3))) if kind == "lstm" else g_h
-    _, with_g = analytic_gradients(cell, params, xs, state0, dhs, path=path, d_final_state=g)
-    dhs_plus = dhs.copy()
-    dhs_plus[-1] += g_h
-    _, folded = analytic_gradients(cell, params, xs, state0, dhs_plus, path=path)
-    for key in with_g:
-        assert_allclose(with_g[key], folded[key], **TIGHT, err_msg=key)
+    assert_final_gradient_on_h_is_a_gradient_on_the_last_output(cell, params, xs, state0, dhs, g_h, path)
 
 
 # ----- the fused path and the step loop agree -----------------------------------------------------------
@@ -149,25 +144,7 @@ def test_chained_steps_agree_with_bptt(kind, path):
     """T calls of the public ``step``, then T calls of ``step_backward`` in reverse."""
     T, B = 4, 2
     cell, params, xs, state0, dhs = make_gated_problem(kind, T, B, 2, 3, zero_state=False)
-    state, caches, outs = state0, [], []
-    for t in range(T):
-        state, step_cache = cell.step(params, xs[t], state)
-        caches.append(step_cache)
-        outs.append(cell.hidden(state))
-    d_state = cell.zero_state_grad(state0)
-    grads = {key: np.zeros_like(value) for key, value in params.items()}
-    dxs = np.zeros_like(xs)
-    for t in reversed(range(T)):
-        d_params, d_state, dxs[t] = cell.step_backward(params, caches[t], cell.add_to_hidden(d_state, dhs[t]))
-        for key in grads:
-            grads[key] += d_params[key]
-    hs, expected = analytic_gradients(cell, params, xs, state0, dhs, path=path)
-    assert_allclose(np.stack(outs), hs, **TIGHT)
-    for key in grads:
-        assert_allclose(grads[key], expected[key], **TIGHT, err_msg=key)
-    assert_allclose(dxs, expected["xs"], **TIGHT)
-    for key, value in state_entries("state0", d_state).items():
-        assert_allclose(value, expected[key], **TIGHT, err_msg=key)
+    assert_chained_steps_agree_with_bptt(cell, params, xs, state0, dhs, path)
 
 
 @pytest.mark.parametrize("kind", GATED_KINDS)

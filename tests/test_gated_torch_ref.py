@@ -17,9 +17,11 @@ from companion.torch_ref import from_torch, rnn_autograd_gradients, to_torch  # 
 from helpers import (  # noqa: E402
     GATED_KINDS,
     PATHS,
-    SHAPE_IDS,
     SHAPES,
+    SHAPE_IDS,
+    TIGHT,
     analytic_gradients,
+    assert_loads_back_exactly,
     forward,
     make_gated_cell,
     make_gated_problem,
@@ -28,7 +30,6 @@ from helpers import (  # noqa: E402
     state_parts,
 )
 
-TIGHT = dict(rtol=1e-10, atol=1e-12)
 TORCH_KINDS = ["lstm", "gru-torch"]          # the cells torch has a module for
 
 
@@ -165,12 +166,7 @@ def test_lstm_round_trip_is_exact_and_in_torch_gate_order(n_in, H):
     assert_array_equal(arrays["weight_hh_l0"], np.concatenate([params[f"W_h{q}"] for q in "ifgo"]))
     assert_array_equal(arrays["bias_ih_l0"], np.concatenate([params[f"b_{q}"] for q in "ifgo"]))
     assert_array_equal(arrays["bias_hh_l0"], np.zeros(4 * H))
-    back = from_torch(cell, module)
-    assert list(back) == list(cell.param_shapes())
-    for key in params:
-        assert back[key].dtype == np.float64
-        assert_array_equal(back[key], params[key], err_msg=key)
-        assert not np.shares_memory(back[key], params[key])
+    assert_loads_back_exactly(cell, module, params)
 
 
 @pytest.mark.parametrize("n_in, H", [(1, 1), (3, 2), (2, 4)])
@@ -184,12 +180,7 @@ def test_gru_round_trip_is_exact_and_in_torch_gate_order(n_in, H):
     assert_array_equal(arrays["weight_hh_l0"], np.concatenate([params[f"W_h{q}"] for q in "rzn"]))
     assert_array_equal(arrays["bias_ih_l0"], np.concatenate([params["b_r"], params["b_z"], params["b_xn"]]))
     assert_array_equal(arrays["bias_hh_l0"], np.concatenate([np.zeros(2 * H), params["b_hn"]]))
-    back = from_torch(cell, module)
-    assert list(back) == list(cell.param_shapes())
-    for key in params:
-        assert back[key].dtype == np.float64
-        assert_array_equal(back[key], params[key], err_msg=key)
-        assert not np.shares_memory(back[key], params[key])
+    assert_loads_back_exactly(cell, module, params)
 
 
 @pytest.mark.parametrize("kind", TORCH_KINDS)

@@ -16,15 +16,15 @@ from helpers import (  # noqa: E402
     JORDAN_SHAPES,
     NONLINEARITIES,
     PATHS,
-    SHAPE_IDS,
     SHAPES,
+    SHAPE_IDS,
+    TIGHT,
     analytic_gradients,
+    assert_loads_back_exactly,
     make_elman_problem,
     make_jordan_problem,
     seeded,
 )
-
-TIGHT = dict(rtol=1e-10, atol=1e-12)
 
 
 def _leaf(array: np.ndarray):
@@ -124,12 +124,7 @@ def test_to_torch_from_torch_round_trip_is_exact(n_in, H, nonlinearity):
     assert_array_equal(module.weight_hh_l0.detach().numpy(), params["W_hh"])
     assert_array_equal(module.bias_ih_l0.detach().numpy(), params["b_h"])
     assert_array_equal(module.bias_hh_l0.detach().numpy(), np.zeros(H))
-    back = from_torch(cell, module)
-    assert set(back) == set(params)
-    for key in params:
-        assert back[key].dtype == np.float64
-        assert_array_equal(back[key], params[key])
-        assert not np.shares_memory(back[key], params[key])
+    assert_loads_back_exactly(cell, module, params)
 
 
 def test_to_torch_copies_the_weights():
