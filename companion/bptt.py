@@ -8,10 +8,15 @@ Two paths compute the same numbers:
 
 * the **step loop** (``forward_steps`` / ``backward_steps``) calls the cell's one-step protocol T times
   and works for every cell;
-* a cell may also offer **fused sequence methods** ``forward_sequence`` / ``backward_sequence`` that do
-  the time-parallel work (input projections, parameter-gradient sums over time) as single large matrix
-  products and keep only the true recurrence in a Python loop. ``forward`` uses them when the cell has
-  them (``fused=True``, the default); ``backward`` follows whichever path its cache came from.
+* the **fused path** of ``companion.fused``, registered for the exact classes ``Elman``, ``LSTM`` and
+  ``GRU``, does the time-parallel work (input projections, parameter-gradient sums over time) as single
+  large matrix products and keeps only the true recurrence in a Python loop. ``forward`` uses it when
+  one is registered for ``type(cell)`` (``fused=True``, the default); a subclass or any other cell runs
+  the step loop, so a cell whose step a reader changed is always differentiated through that step.
+  ``backward`` follows whichever path its cache came from.
+
+``state_adjoints`` returns dL/d(state_t) at every step, the quantity that the chapters on vanishing
+gradients, truncation and continuous time plot.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .cells.base import Cell, check_cell
+from .fused import FusedPath, fused_path
 from .types import Array, Params, State
 from .validation import as_float_array, check_shape
 
@@ -31,33 +37,39 @@ class SequenceCache:
 
     Attributes
     ----------
+    cell : Cell
+        The cell that ran the sequence; ``backward`` refuses the cache for a different cell.
+    xs : array, shape (T, B, n_in)
+        The inputs.
     state0 : State
         The initial state the sequence started from.
     final_state : State
         The state after the last step (to carry into the next chunk of a longer sequence).
-    length : int
-        T, the number of steps.
     steps : list or None
-        The step loop's cache: the cell's cache of every step, in time order.
-    fused : object or None
-        The fused path's cache: whatever the cell's ``forward_sequence`` returned.
+        The step loop's cache: the cell's cache of every step, in time order (``steps[t - 1]`` is step t).
+    fused : FusedPath or None
+        The fused path that ran, if one did.
+    fused_cache : object or None
+        What that fused path's forward returned for its backward.
     """
 
+    cell: Cell
+    xs: Array
     state0: State
     final_state: State
-    length: int
     steps: list[Any] | None = None
-    fused: Any = None
+    fused: FusedPath | None = None
+    fused_cache: Any = None
+
+    @property
+    def length(self) -> int:
+        """T, the number of steps."""
+        return self.xs.shape[0]
 
     @property
     def batch(self) -> int:
-        first = self.state0 if isinstance(self.state0, np.ndarray) else self.state0[0]
-        return first.shape[0]
-
-
-def has_fused_path(cell: Cell) -> bool:
-    """Whether ``cell`` offers the fused ``forward_sequence`` / ``backward_sequence`` pair."""
-    return hasattr(cell, "forward_sequence") and hasattr(cell, "backward_sequence")
+        """B, the number of sequences."""
+        return self.xs.shape[1]
 
 
 def forward(
@@ -76,7 +88,8 @@ def forward(
     state0 : State, optional
         Initial state, ``(B, n_hidden)`` (or a tuple for multi-part states); zeros if omitted.
     fused : bool, keyword-only
-        Use the cell's fused sequence methods when it has them; ``False`` forces the step loop.
+        Use the fused path registered for ``type(cell)`` in ``companion.fused`` if there is one (never for a
+        subclass); ``False`` forces the step loop.
 
     Returns
     -------
@@ -95,11 +108,12 @@ def forward(
         state0 = cell.initial_state(B, dtype=np.result_type(xs, *params.values()))
     else:
         state0 = cell.check_state(state0, B, "state0")
-    if fused and has_fused_path(cell):
-        hs, final_state, fused_cache = cell.forward_sequence(params, xs, state0)
-        return hs, SequenceCache(state0, final_state, T, fused=fused_cache)
+    path = fused_path(cell) if fused else None
+    if path is not None:
+        hs, final_state, fused_cache = path.forward(cell, params, xs, state0)
+        return hs, SequenceCache(cell, xs, state0, final_state, fused=path, fused_cache=fused_cache)
     hs, final_state, steps = forward_steps(cell, params, xs, state0)
-    return hs, SequenceCache(state0, final_state, T, steps=steps)
+    return hs, SequenceCache(cell, xs, state0, final_state, steps=steps)
 
 
 def backward(
@@ -133,19 +147,49 @@ def backward(
     dstate0 : State
         dL/d(state0), with the structure of the state.
     """
-    cell, params = _check_cell_and_params(cell, params)
-    if not isinstance(cache, SequenceCache):
-        raise ValueError(f"cache must be the SequenceCache returned by companion.bptt.forward, got {type(cache).__name__}")
-    T, B = cache.length, cache.batch
-    dhs = as_float_array(dhs, "dhs")
-    check_shape(dhs, (T, B, cell.output_width), "dhs", "(T, B, n_hidden)")
-    if d_final_state is None:
-        d_final_state = cell.zero_state_grad(cache.final_state)
-    else:
-        d_final_state = cell.check_state(d_final_state, B, "d_final_state")
+    cell, params, cache, dhs, d_final_state = _check_backward_arguments(cell, params, cache, dhs, d_final_state)
     if cache.fused is not None:
-        return cell.backward_sequence(params, cache.fused, dhs, d_final_state)
+        return cache.fused.backward(cell, params, cache.fused_cache, dhs, d_final_state)
     return backward_steps(cell, params, cache.steps, dhs, d_final_state)
+
+
+def state_adjoints(
+    cell: Cell,
+    params: Params,
+    cache: SequenceCache,
+    dhs: Array,
+    *,
+    d_final_state: State | None = None,
+) -> State:
+    """dL/d(state_t) for every step t = 0, 1, ..., T, by the step loop's backward recursion.
+
+    The adjoint of step t's state collects every path from state_t to the loss: the direct gradient
+    ``dhs[t - 1]`` on its hidden part and everything that flows back from step t + 1 (for the LSTM, the
+    pair (hbar_t, the carried cbar) of the cell protocol). With a fused cache the steps are recomputed
+    by the step loop first (one more forward pass), so any cache of ``forward`` works.
+
+    Parameters
+    ----------
+    cell, params, cache, dhs, d_final_state
+        As for ``backward``.
+
+    Returns
+    -------
+    State
+        Stacked over time: an array ``(T + 1, B, width)`` whose entry ``t`` is dL/d(state_t) (entry 0 is
+        dL/d(state0), entry T is ``d_final_state`` plus ``dhs[T - 1]``), or for a multi-part state a tuple
+        of such arrays, one per part.
+    """
+    cell, params, cache, dhs, d_final_state = _check_backward_arguments(cell, params, cache, dhs, d_final_state)
+    steps = cache.steps
+    if steps is None:
+        _, _, steps = forward_steps(cell, params, cache.xs, cache.state0)
+    adjoints: list[State] = []
+    backward_steps(cell, params, steps, dhs, d_final_state, adjoints=adjoints)
+    adjoints.reverse()                       # recorded from t = T down to t = 0
+    if len(cell.state_widths) == 1:
+        return np.stack(adjoints)
+    return tuple(np.stack(parts) for parts in zip(*adjoints))
 
 
 def forward_steps(cell: Cell, params: Params, xs: Array, state0: State) -> tuple[Array, State, list[Any]]:
@@ -161,9 +205,18 @@ def forward_steps(cell: Cell, params: Params, xs: Array, state0: State) -> tuple
 
 
 def backward_steps(
-    cell: Cell, params: Params, steps: list[Any], dhs: Array, d_final_state: State
+    cell: Cell,
+    params: Params,
+    steps: list[Any],
+    dhs: Array,
+    d_final_state: State,
+    *,
+    adjoints: list[State] | None = None,
 ) -> tuple[Params, Array, State]:
-    """The step loop backward, on checked inputs: ``(grads, dxs, dstate0)``."""
+    """The step loop backward, on checked inputs: ``(grads, dxs, dstate0)``.
+
+    If ``adjoints`` is a list, dL/d(state_t) is appended to it for t = T, T - 1, ..., 0.
+    """
     T, B = dhs.shape[:2]
     dtype = np.result_type(dhs, cell.hidden(d_final_state), *params.values())
     grads = {key: np.zeros(value.shape, dtype=dtype) for key, value in params.items()}
@@ -172,12 +225,35 @@ def backward_steps(
     for t in reversed(range(T)):
         # dL/dh_t: the direct gradient plus what came back from step t+1
         d_state = cell.add_to_hidden(d_state, dhs[t])
+        if adjoints is not None:
+            adjoints.append(d_state)
         d_params, d_state, dxs[t] = cell._step_backward(params, steps[t], d_state)
         for key, value in d_params.items():  # tied weights: sum over time
             grads[key] += value
+    if adjoints is not None:
+        adjoints.append(d_state)
     return grads, dxs, d_state
 
 
 def _check_cell_and_params(cell: object, params: object) -> tuple[Cell, Params]:
     cell = check_cell(cell)
     return cell, cell.check_params(params)
+
+
+def _check_backward_arguments(
+    cell: object, params: object, cache: object, dhs: object, d_final_state: object
+) -> tuple[Cell, Params, SequenceCache, Array, State]:
+    """Check what ``backward`` and ``state_adjoints`` receive; a zero ``d_final_state`` if it is None."""
+    cell, params = _check_cell_and_params(cell, params)
+    if not isinstance(cache, SequenceCache):
+        raise ValueError(f"cache must be the SequenceCache returned by companion.bptt.forward, got {type(cache).__name__}")
+    if type(cache.cell) is not type(cell) or repr(cache.cell) != repr(cell):
+        raise ValueError(f"cache comes from bptt.forward with the cell {cache.cell!r}, not with {cell!r}")
+    T, B = cache.length, cache.batch
+    dhs = as_float_array(dhs, "dhs")
+    check_shape(dhs, (T, B, cell.output_width), "dhs", "(T, B, n_hidden)")
+    if d_final_state is None:
+        d_final_state = cell.zero_state_grad(cache.final_state)
+    else:
+        d_final_state = cell.check_state(d_final_state, B, "d_final_state")
+    return cell, params, cache, dhs, d_final_state

@@ -7,7 +7,8 @@ import pytest
 from numpy.linalg import matrix_power
 from numpy.testing import assert_allclose, assert_array_equal
 
-from companion import bptt
+from companion import bptt, fused
+from companion.fused import elman as fused_elman
 from companion.cells import Elman, Jordan
 from companion.gradcheck import relative_error
 
@@ -304,19 +305,15 @@ class DroppedStep(Elman):
         return d_params, dh_prev, dx
 
 
-class FusedFlippedCarry(Elman):
-    """Wrong, on the fused path: dL/dh_0 with the wrong sign."""
-
-    def backward_sequence(self, params, cache, dhs, dh_final):
-        grads, dxs, dh0 = super().backward_sequence(params, cache, dhs, dh_final)
-        return grads, dxs, -dh0
+def fused_flipped_carry(cell, params, cache, dhs, dh_final):
+    """Wrong fused backward: dL/dh_0 with the wrong sign."""
+    grads, dxs, dh0 = fused_elman.backward_sequence(cell, params, cache, dhs, dh_final)
+    return grads, dxs, -dh0
 
 
-class FusedForgetsFinal(Elman):
-    """Wrong, on the fused path: the gradient arriving at the final state is ignored."""
-
-    def backward_sequence(self, params, cache, dhs, dh_final):
-        return super().backward_sequence(params, cache, dhs, np.zeros_like(dh_final))
+def fused_forgets_final(cell, params, cache, dhs, dh_final):
+    """Wrong fused backward: the gradient arriving at the final state is ignored."""
+    return fused_elman.backward_sequence(cell, params, cache, dhs, np.zeros_like(dh_final))
 
 
 def _mutant_problem(cell, T=3, B=2):
@@ -344,14 +341,17 @@ def test_gradcheck_detects_a_dropped_time_step(dropped):
     assert max(errors["xs"], errors["state0"]) < GRAD_TOL, errors   # only the parameter sum is wrong
 
 
-def test_gradcheck_detects_fused_mutants():
-    problem = _mutant_problem(Elman(2, 3))
-    assert gradcheck_errors(FusedFlippedCarry(2, 3), *problem, path="fused")["state0"] > 1e-3
+def test_gradcheck_detects_fused_mutants(monkeypatch):
+    cell = Elman(2, 3)
+    problem = _mutant_problem(cell)
+    monkeypatch.setitem(fused.REGISTRY, Elman, fused.FusedPath(fused_elman.forward_sequence, fused_flipped_carry))
+    assert gradcheck_errors(cell, *problem, path="fused")["state0"] > 1e-3
+    # the mutant leaves the step path alone: there the same check passes
+    assert max(gradcheck_errors(cell, *problem, path="steps").values()) < GRAD_TOL
+    monkeypatch.setitem(fused.REGISTRY, Elman, fused.FusedPath(fused_elman.forward_sequence, fused_forgets_final))
     g = seeded("forgets").normal(size=(2, 3))
-    errors = gradcheck_errors(FusedForgetsFinal(2, 3), *problem, path="fused", g_final=g)
+    errors = gradcheck_errors(cell, *problem, path="fused", g_final=g)
     assert max(errors.values()) > 1e-3, errors
-    # the mutants leave the step path alone: there the same check passes
-    assert max(gradcheck_errors(FusedFlippedCarry(2, 3), *problem, path="steps").values()) < GRAD_TOL
 
 
 def test_relu_problems_are_clear_of_the_kink():

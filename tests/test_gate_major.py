@@ -1,4 +1,4 @@
-"""The gate-major layout of the fused paths (``companion.cells.gate_major``) and its aligned arrays.
+"""The gate-major layout of the fused paths (``companion.fused._gate_major``) and its aligned arrays.
 
 The fused paths as a whole are checked against the step loop, finite differences and torch in
 ``test_gated_cells.py`` and ``test_gated_torch_ref.py``; these tests pin down the layout itself.
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from companion.cells.alignment import ALIGNMENT, aligned_copy, aligned_empty
-from companion.cells.gate_major import (
+from companion.fused._alignment import ALIGNMENT, aligned_copy, aligned_empty
+from companion.fused._gate_major import (
     split_blocks,
     stacked_blocks,
     step_rows,

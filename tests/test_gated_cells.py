@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from companion import bptt
+from companion import bptt, fused
+from companion.fused import lstm as fused_lstm
 from companion.cells import GRU, LSTM
 from companion.cells.activations import sigmoid
 from companion.gradcheck import relative_error
@@ -559,7 +560,7 @@ class NoForgetCarry(LSTM):
     def _step_backward(self, params, cache, d_state):
         d_params, (dh_prev, _), dx = super()._step_backward(params, cache, d_state)
         dh, dc = d_state
-        _, _, _, _, _, _, o, tanh_c = cache
+        o, tanh_c = cache.o, cache.tanh_c
         return d_params, (dh_prev, dc + dh * o * (1.0 - tanh_c**2)), dx
 
 
@@ -568,15 +569,13 @@ class NoDirectPath(GRU):
 
     def _step_backward(self, params, cache, dh):
         d_params, dh_prev, dx = super()._step_backward(params, cache, dh)
-        z = cache[3]
+        z = cache.z
         return d_params, dh_prev - z * dh, dx
 
 
-class FusedForgetsFinalCell(LSTM):
-    """Wrong, on the fused path: the gradient arriving at the final cell state c_T is ignored."""
-
-    def backward_sequence(self, params, cache, dhs, d_final):
-        return super().backward_sequence(params, cache, dhs, (d_final[0], np.zeros_like(d_final[1])))
+def fused_forgets_final_cell(cell, params, cache, dhs, d_final):
+    """Wrong fused backward: the gradient arriving at the final cell state c_T is ignored."""
+    return fused_lstm.backward_sequence(cell, params, cache, dhs, (d_final[0], np.zeros_like(d_final[1])))
 
 
 def test_gradcheck_detects_an_lstm_carry_without_the_forget_gate():
@@ -599,8 +598,9 @@ def test_gradcheck_detects_a_gru_without_the_direct_path(variant):
     assert errors["state0"] > 1e-3 and errors["W_hz"] > 1e-3, errors
 
 
-def test_gradcheck_detects_a_fused_lstm_that_drops_the_final_cell_gradient():
-    cell = FusedForgetsFinalCell(2, 3)
+def test_gradcheck_detects_a_fused_lstm_that_drops_the_final_cell_gradient(monkeypatch):
+    monkeypatch.setitem(fused.REGISTRY, LSTM, fused.FusedPath(fused_lstm.forward_sequence, fused_forgets_final_cell))
+    cell = LSTM(2, 3)
     problem = make_problem(cell, 3, 2, seeded("mutant fused"), scale=0.7)
     g = tuple(seeded("mutant fused g").normal(size=(2, 2, 3)))
     errors = gradcheck_errors(cell, *problem, path="fused", g_final=g)

@@ -10,7 +10,13 @@ A state is one array ``(B, width)`` or, when ``state_widths`` has several entrie
 
 The public ``step`` and ``step_backward`` check their inputs and call ``_step`` and ``_step_backward``,
 which hold the math and trust their inputs; the sequence algorithms check a whole sequence once and then
-call the trusted methods in their inner loops.
+call the trusted methods in their inner loops. A step's cache is a ``NamedTuple`` of the cell's
+``cache_type`` whose fields are named by the book's symbols (``cache.x_t``, ``cache.h_prev``, ``cache.f``);
+``step_backward`` refuses a cache of another type.
+
+A cell's file holds its math and nothing else. Faster sequence code lives in ``companion.fused``,
+registered for an exact cell class: a subclass that changes ``_step`` or ``_step_backward`` is always run
+through its own methods (see ``companion.fused``).
 """
 from __future__ import annotations
 
@@ -35,13 +41,15 @@ def check_cell(cell: object) -> "Cell":
 class Cell:
     """Base class of the recurrent cells: sizes, parameter shapes and the checked step protocol.
 
-    Subclasses set ``n_in``, ``n_hidden`` and ``state_widths`` and implement ``param_shapes``,
+    Subclasses set ``n_in``, ``n_hidden``, ``state_widths`` and ``cache_type`` (the ``NamedTuple`` class of
+    their step caches, whose first field is the input ``x_t``) and implement ``param_shapes``,
     ``init_params``, ``_step`` and ``_step_backward``.
     """
 
     n_in: int
     n_hidden: int
     state_widths: tuple[int, ...]
+    cache_type: type
 
     # ----- what a subclass provides -------------------------------------------------------------------
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -88,7 +96,8 @@ class Cell:
         respect to this step's use of the parameters, dL/d(state_{t-1}) through this step, and dL/dx_t.
         """
         params = self.check_params(params)
-        d_state = self.check_state(d_state, None, "d_state")
+        cache = self.check_step_cache(cache)
+        d_state = self.check_state(d_state, cache.x_t.shape[0], "d_state")
         return self._step_backward(params, cache, d_state)
 
     # ----- helpers for the algorithms ------------------------------------------------------------------
@@ -111,6 +120,21 @@ class Cell:
             check_shape(array, (batch, width), f"{name}[{index}]", "(B, width)")
             parts.append(array)
         return tuple(parts)
+
+    def check_step_cache(self, cache: object, name: str = "cache") -> Cache:
+        """Return ``cache`` if this cell's ``step`` could have made it, else raise ``ValueError`` naming ``name``.
+
+        It must be of ``cache_type`` (an LSTM cache handed to an Elman cell is refused) and hold an input
+        of width ``n_in``.
+        """
+        if not isinstance(cache, self.cache_type):
+            raise ValueError(
+                f"{name} must be the {self.cache_type.__name__} that {self!r}.step returned, got {type(cache).__name__}"
+            )
+        width = np.shape(cache.x_t)[-1:]
+        if width != (self.n_in,):
+            raise ValueError(f"{name} comes from a cell with input width {width}, this cell has n_in={self.n_in}")
+        return cache
 
     def hidden(self, state: State) -> Array:
         """The part of ``state`` exposed as the sequence output ``h_t``, shape ``(B, output_width)``."""

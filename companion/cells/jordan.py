@@ -12,12 +12,22 @@ Each step thus has two layers, and the gradient reaches y_{t-1} through both of 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from ..types import Array, Params
 from ..validation import check_positive_int
 from .base import Cell
+
+
+class JordanStepCache(NamedTuple):
+    """What one Jordan step keeps for its backward step; every field is ``(B, .)``."""
+
+    x_t: Array      # the input x_t, (B, n_in)
+    y_prev: Array   # y_{t-1}, the state fed back, (B, n_out)
+    h: Array        # h_t = tanh(a_t), the hidden layer, (B, n_hidden)
+    y: Array        # y_t = tanh(o_t), the output and next state, (B, n_out)
 
 
 class Jordan(Cell):
@@ -40,6 +50,8 @@ class Jordan(Cell):
         self.n_out = self.n_hidden if n_out is None else check_positive_int(n_out, "n_out")
         self.state_widths = (self.n_out,)
 
+    cache_type = JordanStepCache
+
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         H, O = self.n_hidden, self.n_out
         return {"W_xh": (H, self.n_in), "W_yh": (H, O), "b_h": (H,), "W_hy": (O, H), "b_y": (O,)}
@@ -48,12 +60,12 @@ class Jordan(Cell):
         """Uniform in ``[-1/sqrt(n_hidden), 1/sqrt(n_hidden)]``."""
         return self._init_uniform(rng, 1.0 / math.sqrt(self.n_hidden))
 
-    def _step(self, params: Params, x_t: Array, y_prev: Array) -> tuple[Array, tuple[Array, ...]]:
+    def _step(self, params: Params, x_t: Array, y_prev: Array) -> tuple[Array, JordanStepCache]:
         h = np.tanh(x_t @ params["W_xh"].T + y_prev @ params["W_yh"].T + params["b_h"])  # h_t: (B, H)
         y = np.tanh(h @ params["W_hy"].T + params["b_y"])                                # y_t: (B, O)
-        return y, (x_t, y_prev, h, y)
+        return y, JordanStepCache(x_t, y_prev, h, y)
 
-    def _step_backward(self, params: Params, cache: tuple[Array, ...], dy: Array) -> tuple[Params, Array, Array]:
+    def _step_backward(self, params: Params, cache: JordanStepCache, dy: Array) -> tuple[Params, Array, Array]:
         x_t, y_prev, h, y = cache
         do = dy * (1.0 - y * y)                      # through the output tanh: dL/do_t, (B, O)
         dh = do @ params["W_hy"]                     # W_hy^T do_t: dL/dh_t, (B, H)

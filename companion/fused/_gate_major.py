@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..types import Array, Params
-from .alignment import aligned_copy, aligned_empty
+from ._alignment import aligned_copy, aligned_empty
 
 Block = tuple[str, str, str]
 """The keys ``(W_x, W_h, b)`` of one gate block."""
