@@ -9,12 +9,12 @@ weights of four gates. The script times, median of many repeats, the ways to lay
 
 * one product with the gates side by side, (B, K) @ (K, 4H), the textbook layout;
 * four products in one batched ``np.matmul``, (B, K) @ (4, K, H), the gate-major layout of
-  ``companion.cells.gate_major``, with the weights at numpy's default alignment and at a 64-byte one;
+  ``companion.fused._gate_major``, with the weights at numpy's default alignment and at a 64-byte one;
 * the backward product of the same step, (4, B, H) @ (4, H, n_in + H), in both alignments;
 * the Elman step's recurrent product, (B, H) @ (H, H), in both alignments, float32 and float64.
 
-The numbers back the choices documented in ``companion/cells/gate_major.py`` and
-``companion/cells/alignment.py``.
+The numbers back the choices documented in ``companion/fused/_gate_major.py`` and
+``companion/fused/_alignment.py``.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def main() -> None:
 
     import numpy as np
 
-    from companion.cells.alignment import ALIGNMENT, aligned_empty
+    from companion.fused._alignment import ALIGNMENT, aligned_empty
 
     B, n_in, H = args.B, args.n_in, args.hidden
     K = n_in + H + 1

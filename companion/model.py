@@ -135,7 +135,8 @@ def sequence_loss_and_grads(
     readout: bool = True,
     state0: State | None = None,
     last_step_only: bool = False,
-) -> tuple[float, Params]:
+    return_final_state: bool = False,
+) -> tuple[float, Params] | tuple[float, Params, State]:
     """The loss of the model on one batch of sequences and its gradient by full BPTT.
 
     Forward: h_t from the cell, y_t = W_hy h_t + b_y (if ``readout``), the loss over all steps (or on
@@ -165,12 +166,18 @@ def sequence_loss_and_grads(
     last_step_only : bool, keyword-only
         Put the loss on the last step's output y_T alone (a sequence-to-one task) instead of on every
         step.
+    return_final_state : bool, keyword-only
+        Also return the state after the last step, to start the next window of the same stream from
+        (``companion.train.train(..., carry_state=True)``). No gradient flows back through it into this
+        window: the windows are back-propagated separately, as in truncated BPTT.
 
     Returns
     -------
     loss : float
     grads : dict
         dL/dtheta with the keys and shapes of ``params``.
+    final_state : State
+        Only with ``return_final_state``: the state after step T, (B, n_hidden) (a tuple for the LSTM).
     """
     cell = check_cell(cell)
     loss_fn = _check_loss(loss)
@@ -193,4 +200,7 @@ def sequence_loss_and_grads(
         dhs = d_seen
     cell_grads, _, _ = bptt.backward(cell, cell_params, cache, dhs)
     grads.update(cell_grads)
-    return value, {key: grads[key] for key in params}
+    grads = {key: grads[key] for key in params}
+    if return_final_state:
+        return value, grads, cache.final_state
+    return value, grads

@@ -5,13 +5,15 @@
 * ``adding_problem``: the sum of two marked values of a long sequence, read at the last step
   (regression with the loss on the last step only; a long-lag memory test).
 * ``load_text``, ``CharVocabulary`` and ``char_batches``: next-character prediction on a short text
-  about BPTT shipped in ``companion/data/tiny_text.txt`` (classification, ``loss="cross_entropy"``).
+  about BPTT shipped in ``companion/data/tiny_text.txt`` (classification, ``loss="cross_entropy"``);
+  ``stream_windows``: the same text as consecutive windows of parallel streams, for a carried state.
 
 Every function takes an explicit ``rng`` and draws nothing else, so a seed fixes the data.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 
@@ -258,3 +260,54 @@ def char_batches(
     starts = rng.integers(0, text_ids.size - steps, size=batch)                  # s_b, (B,)
     windows = text_ids[starts[None, :] + np.arange(steps + 1)[:, None]]         # (T + 1, B)
     return one_hot(windows[:-1], vocab_size=vocab_size), windows[1:].astype(np.int64)
+
+
+def stream_windows(
+    text_ids: Array, *, batch: int, steps: int, vocab_size: int
+) -> Iterator[tuple[Array, Array]]:
+    """Consecutive windows of B parallel streams of a text, in order, for training with a carried state.
+
+    The text is cut into ``batch`` lanes of equal length L = (N - 1) // B (lane b starts at character
+    b * L); window k holds, in every lane, the characters k * T .. k * T + T - 1 as inputs and the
+    characters one later as targets. So window k + 1 continues exactly where window k ended, and the
+    state a network reaches at the end of window k is the right state to start window k + 1 from
+    (``companion.train.train(..., carry_state=True)``). Yields L // T windows; the rest of each lane is
+    dropped.
+
+    Parameters
+    ----------
+    text_ids : integer array, shape (N,)
+        The text as ids, N >= B * T + 1.
+    batch : int, keyword-only
+        B, the number of parallel streams (lanes).
+    steps : int, keyword-only
+        T, the length of each window.
+    vocab_size : int, keyword-only
+        V, the width of the one-hot inputs.
+
+    Returns
+    -------
+    iterator of (xs, targets)
+        ``xs`` (T, B, V), one-hot characters, float64; ``targets`` (T, B) int64, the id of the next
+        character. The arguments are checked when this is called, before the first window.
+    """
+    batch = check_positive_int(batch, "batch")
+    steps = check_positive_int(steps, "steps")
+    vocab_size = check_positive_int(vocab_size, "vocab_size")
+    text_ids = _check_ids(text_ids, vocab_size, "text_ids")
+    lane = (text_ids.size - 1) // batch                                        # L
+    if lane < steps:
+        raise ValueError(
+            f"text_ids must hold at least batch * steps + 1 = {batch * steps + 1} ids, got {text_ids.size}"
+        )
+    return _consecutive_windows(text_ids, lane * np.arange(batch), lane // steps, steps, vocab_size)
+
+
+def _consecutive_windows(
+    text_ids: Array, starts: Array, count: int, steps: int, vocab_size: int
+) -> Iterator[tuple[Array, Array]]:
+    """``count`` windows of ``steps`` characters from the lanes that begin at ``starts`` (B,), in order."""
+    for k in range(count):
+        positions = starts[None, :] + k * steps + np.arange(steps + 1)[:, None]  # (T + 1, B)
+        window = text_ids[positions]
+        yield one_hot(window[:-1], vocab_size=vocab_size), window[1:].astype(np.int64)

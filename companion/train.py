@@ -3,6 +3,11 @@
 The loop knows nothing about cells or tasks: it calls ``loss_and_grads(params, batch)`` (for example a
 ``functools.partial`` of ``companion.model.sequence_loss_and_grads``) on one batch per step, so the same
 loop trains with full BPTT, truncated BPTT or any other gradient method of the course.
+
+With ``carry_state=True`` the batches are consecutive windows of the same streams (``companion.tasks.
+stream_windows``), and the state at the end of one window is where the next one starts:
+``loss_and_grads(params, batch, state0)`` returns ``(loss, grads, final_state)``, and the loop hands
+``final_state`` to the next call. This is how a long stream is trained window by window.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .optim import Optimizer, clip_grad_norm, global_norm
-from .types import Params
+from .types import Params, State
 from .validation import check_positive_float, check_positive_int
 
 
@@ -41,13 +46,14 @@ class History:
 
 
 def train(
-    loss_and_grads: Callable[[Params, Any], tuple[float, Params]],
+    loss_and_grads: Callable[..., tuple],
     params: Params,
     optimizer: Optimizer,
     batches: Iterable[Any],
     *,
     steps: int,
     clip: float | None = None,
+    carry_state: bool = False,
     progress: bool = True,
     description: str = "training",
 ) -> History:
@@ -60,7 +66,8 @@ def train(
     Parameters
     ----------
     loss_and_grads : callable
-        ``(params, batch) -> (loss, grads)``, with ``grads`` keyed as ``params``.
+        ``(params, batch) -> (loss, grads)``, with ``grads`` keyed as ``params``; with ``carry_state``,
+        ``(params, batch, state0) -> (loss, grads, final_state)``.
     params : dict of arrays
         The parameters, updated in place.
     optimizer : Optimizer
@@ -73,6 +80,9 @@ def train(
         Number of steps.
     clip : float, optional, keyword-only
         Maximum global gradient norm; no clipping if omitted.
+    carry_state : bool, keyword-only
+        Start each batch from the final state of the previous one (``None``, the zero state, for the
+        first): for consecutive windows of the same streams.
     progress : bool, keyword-only
         Show a ``tqdm`` progress bar on stderr, with the latest loss refreshed about every tenth of the run.
     description : str, keyword-only
@@ -94,6 +104,7 @@ def train(
         clip = check_positive_float(clip, "clip")
 
     history = History()
+    state: State | None = None
     report_every = max(1, steps // 10)
     batch_iterator = iter(batches)
     with tqdm(total=steps, desc=description, disable=not progress, file=sys.stderr) as bar:
@@ -102,7 +113,10 @@ def train(
                 batch = next(batch_iterator)
             except StopIteration:
                 raise ValueError(f"batches ran out after {step} batches; steps={steps} needs {steps}") from None
-            loss, grads = loss_and_grads(params, batch)
+            if carry_state:
+                loss, grads, state = loss_and_grads(params, batch, state)
+            else:
+                loss, grads = loss_and_grads(params, batch)
             loss = float(loss)
             if not math.isfinite(loss):
                 raise ValueError(f"loss_and_grads returned a non-finite loss ({loss}) at step {step}")

@@ -14,12 +14,19 @@ call the trusted methods in their inner loops. A step's cache is a ``NamedTuple`
 ``cache_type`` whose fields are named by the book's symbols (``cache.x_t``, ``cache.h_prev``, ``cache.f``);
 ``step_backward`` refuses a cache of another type.
 
+Forward mode (real-time recurrent learning) has the same pair: ``step_jvp`` checks its tangents and calls
+``_step_jvp``, the Jacobian-vector product of one step at the point its cache recorded; tangents may carry
+leading direction axes, so one call pushes many directions. ``state_jacobian`` and ``param_jacobian``
+build small dense Jacobians from it.
+
 A cell's file holds its math and nothing else. Faster sequence code lives in ``companion.fused``,
 registered for an exact cell class: a subclass that changes ``_step`` or ``_step_backward`` is always run
 through its own methods (see ``companion.fused``).
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -43,7 +50,7 @@ class Cell:
 
     Subclasses set ``n_in``, ``n_hidden``, ``state_widths`` and ``cache_type`` (the ``NamedTuple`` class of
     their step caches, whose first field is the input ``x_t``) and implement ``param_shapes``,
-    ``init_params``, ``_step`` and ``_step_backward``.
+    ``init_params``, ``_step``, ``_step_backward`` and ``_step_jvp``.
     """
 
     n_in: int
@@ -64,6 +71,15 @@ class Cell:
         raise NotImplementedError
 
     def _step_backward(self, params: Params, cache: Cache, d_state: State) -> tuple[Params, State, Array]:
+        raise NotImplementedError
+
+    def _step_jvp(self, params: Params, cache: Cache, d_state_prev: State, d_params: Params, d_x_t: Array) -> State:
+        """The tangent of state_t, given tangents of state_{t-1}, of the parameters and of x_t (trusted).
+
+        Every tangent is given (no ``None``, every key of ``d_params``) and all carry the same leading
+        direction axes ``L``: state parts ``(*L, B, width)``, ``d_params[key]`` ``(*L, *param_shape)``,
+        ``d_x_t`` ``(*L, B, n_in)``. Returns the state tangent with parts ``(*L, B, width)``.
+        """
         raise NotImplementedError
 
     # ----- the checked protocol -----------------------------------------------------------------------
@@ -99,6 +115,100 @@ class Cell:
         cache = self.check_step_cache(cache)
         d_state = self.check_state(d_state, cache.x_t.shape[0], "d_state")
         return self._step_backward(params, cache, d_state)
+
+    def step_jvp(
+        self,
+        params: Params,
+        cache: Cache,
+        d_state_prev: State | None = None,
+        d_params: dict[str, Array] | None = None,
+        d_x_t: Array | None = None,
+    ) -> State:
+        """One step forward in tangent space: the Jacobian-vector product of ``step`` at its cache's point.
+
+        Parameters
+        ----------
+        params : dict of arrays
+            The parameters the step ran with.
+        cache : cache_type
+            The cache ``step`` returned; it fixes the point (x_t, state_{t-1}) and the batch size B.
+        d_state_prev : array or tuple of arrays, optional
+            Tangent of state_{t-1}: parts ``(..., B, width)``, a tuple of them for a multi-part state.
+        d_params : dict of arrays, optional
+            Tangents of the parameters, ``d_params[key]`` ``(..., *param_shapes()[key])``; a missing key (or a
+            ``None`` value) is zero.
+        d_x_t : array, optional
+            Tangent of the input, ``(..., B, n_in)``.
+
+        ``None`` is a zero tangent. The leading axes ``...`` index directions: every given tangent must
+        have the same leading shape ``L`` (``()`` for one direction; no broadcasting between tangents), and
+        the result carries it. With no tangent given, ``L = ()`` and the result is zero.
+
+        Returns
+        -------
+        array or tuple of arrays
+            Tangent of state_t, parts ``(*L, B, width)``:
+            d state_t = J_state d_state_prev + J_params d_params + J_x d_x_t.
+        """
+        params = self.check_params(params)
+        cache = self.check_step_cache(cache)
+        d_state_prev, d_params, d_x_t = self._complete_tangents(cache, d_state_prev, d_params, d_x_t)
+        return self._step_jvp(params, cache, d_state_prev, d_params, d_x_t)
+
+    def state_jacobian(self, params: Params, cache: Cache) -> Array:
+        """Dense Jacobian of state_t with respect to state_{t-1}, per sequence of the batch (small sizes).
+
+        Parameters
+        ----------
+        params : dict of arrays
+            The parameters the step ran with.
+        cache : cache_type
+            The cache ``step`` returned, for a batch of B sequences.
+
+        Returns
+        -------
+        array, shape (B, S, S)
+            ``[b, i, j]`` = d state_t[b, i] / d state_{t-1}[b, j], with S = sum(state_widths) and a
+            multi-part state concatenated in part order (the LSTM: ``i < H`` is h, ``i >= H`` is c).
+            Sequences of a batch do not interact, so the cross-batch entries, all zero, are left out.
+        """
+        params = self.check_params(params)
+        cache = self.check_step_cache(cache)
+        S = sum(self.state_widths)
+        # direction j: a unit tangent on coordinate j of state_{t-1}, for every sequence at once: (S, B, S)
+        unit = np.broadcast_to(np.eye(S)[:, None, :], (S, cache.x_t.shape[0], S))
+        d_state_prev = self._split_state(unit)
+        _, d_params, d_x_t = self._complete_tangents(cache, d_state_prev, None, None)
+        d_state = self._step_jvp(params, cache, d_state_prev, d_params, d_x_t)
+        return np.moveaxis(self._concatenate_state(d_state), 0, -1)   # (S: j, B, S: i) -> (B, i, j)
+
+    def param_jacobian(self, params: Params, cache: Cache) -> dict[str, Array]:
+        """Dense Jacobians of state_t with respect to every parameter, at the step's point (small sizes).
+
+        Parameters
+        ----------
+        params : dict of arrays
+            The parameters the step ran with.
+        cache : cache_type
+            The cache ``step`` returned, for a batch of B sequences.
+
+        Returns
+        -------
+        dict of arrays
+            ``[key]`` has shape ``(B, S, *param_shapes()[key])``: ``[key][b, i, ...]`` = d state_t[b, i] /
+            d params[key][...], with S = sum(state_widths) and a multi-part state concatenated in part order.
+        """
+        params = self.check_params(params)
+        cache = self.check_step_cache(cache)
+        jacobians = {}
+        for key, shape in self.param_shapes().items():
+            size = math.prod(shape)
+            # direction k: a unit tangent on entry k of params[key]: (size, *shape)
+            unit = {key: np.eye(size).reshape(size, *shape)}
+            d_state_prev, d_params, d_x_t = self._complete_tangents(cache, None, unit, None)
+            d_state = self._concatenate_state(self._step_jvp(params, cache, d_state_prev, d_params, d_x_t))
+            jacobians[key] = np.moveaxis(d_state, 0, -1).reshape(*d_state.shape[1:], *shape)   # (B, S, *shape)
+        return jacobians
 
     # ----- helpers for the algorithms ------------------------------------------------------------------
     def check_params(self, params: object, name: str = "params") -> Params:
@@ -151,6 +261,80 @@ class Cell:
         if len(self.state_widths) == 1:
             return np.zeros_like(like)
         return tuple(np.zeros_like(part) for part in like)
+
+    def _complete_tangents(
+        self, cache: Cache, d_state_prev: object, d_params: object, d_x_t: object
+    ) -> tuple[State, Params, Array]:
+        """Check the tangents of ``step_jvp`` against ``cache`` and fill every missing one with zeros.
+
+        Returns ``(d_state_prev, d_params, d_x_t)`` complete (every state part, every parameter key), all
+        with the common leading shape ``L`` of the given tangents; raises ``ValueError`` naming the
+        argument for a wrong trailing shape or a leading shape that differs from the first given tangent's.
+        """
+        batch = cache.x_t.shape[0]
+        widths = self.state_widths
+        shapes = self.param_shapes()
+        given: dict[str, Array] = {}          # name -> checked tangent, in argument order
+        cores: dict[str, tuple[int, ...]] = {}  # name -> the shape after the leading axes
+
+        def take(value: object, name: str, core: tuple[int, ...], meaning: str) -> None:
+            array = as_float_array(value, name)
+            lead = array.ndim - len(core)
+            if lead < 0 or array.shape[lead:] != core:
+                wanted = "(..., " + ", ".join(map(str, core)) + ")"
+                raise ValueError(f"{name} must have shape {meaning} = {wanted}, got {array.shape}")
+            given[name], cores[name] = array, core
+
+        if d_state_prev is not None:
+            if len(widths) == 1:
+                take(d_state_prev, "d_state_prev", (batch, widths[0]), "(..., B, n_hidden)")
+            elif not isinstance(d_state_prev, tuple) or len(d_state_prev) != len(widths):
+                raise ValueError(f"d_state_prev must be None or a tuple of {len(widths)} arrays of widths {widths}, "
+                                 f"got {type(d_state_prev).__name__}")
+            else:
+                for index, (part, width) in enumerate(zip(d_state_prev, widths)):
+                    take(part, f"d_state_prev[{index}]", (batch, width), "(..., B, width)")
+        if d_params is not None:
+            if not isinstance(d_params, Mapping):
+                raise ValueError(f"d_params must be None or a dict of arrays with keys among {sorted(shapes)}, "
+                                 f"got {type(d_params).__name__}")
+            extra = sorted(set(d_params) - set(shapes), key=str)
+            if extra:
+                raise ValueError(f"d_params has unexpected keys {extra}; the parameters are {sorted(shapes)}")
+            for key, shape in shapes.items():
+                if key in d_params and d_params[key] is not None:
+                    take(d_params[key], f"d_params[{key!r}]", tuple(shape), "(..., *param_shape)")
+        if d_x_t is not None:
+            take(d_x_t, "d_x_t", (batch, self.n_in), "(..., B, n_in)")
+
+        lead: tuple[int, ...] = ()
+        for index, (name, array) in enumerate(given.items()):
+            here = array.shape[: array.ndim - len(cores[name])]
+            if index == 0:
+                first, lead = name, here
+            elif here != lead:
+                raise ValueError(f"{name} has leading direction axes {here}, but {first} has {lead}: every given "
+                                 "tangent must have the same leading shape")
+        dtype = np.result_type(cache.x_t, *given.values())
+
+        def tangent(name: str, core: tuple[int, ...]) -> Array:
+            return given[name] if name in given else np.zeros(lead + core, dtype=dtype)
+
+        if len(widths) == 1:
+            state = tangent("d_state_prev", (batch, widths[0]))
+        else:
+            state = tuple(tangent(f"d_state_prev[{k}]", (batch, w)) for k, w in enumerate(widths))
+        full_params = {key: tangent(f"d_params[{key!r}]", tuple(shape)) for key, shape in shapes.items()}
+        return state, full_params, tangent("d_x_t", (batch, self.n_in))
+
+    def _split_state(self, joined: Array) -> State:
+        """A state (or tangent) from its parts concatenated along the last axis (undoes ``_concatenate_state``)."""
+        parts = tuple(np.split(joined, np.cumsum(self.state_widths)[:-1], axis=-1))
+        return parts[0] if len(parts) == 1 else parts
+
+    def _concatenate_state(self, state: State) -> Array:
+        """The parts of a state (or tangent) concatenated along the last axis, in part order."""
+        return state if len(self.state_widths) == 1 else np.concatenate(state, axis=-1)
 
     def _init_uniform(self, rng: np.random.Generator | int, scale: float) -> Params:
         """Every parameter uniform in ``[-scale, scale]``, drawn in sorted key order (reproducible)."""
