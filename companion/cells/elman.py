@@ -79,5 +79,16 @@ class Elman(Cell):
         dx = da @ params["W_xh"]           # xbar_t = W_xh^T abar_t: (B, n_in)
         return d_params, dh_prev, dx
 
+    def _step_jvp(
+        self, params: Params, cache: ElmanStepCache, dh_prev: Array, d_params: Params, dx: Array
+    ) -> Array:
+        # tangents carry leading direction axes (...): dx (..., B, n_in), dW (..., H, .), db (..., H)
+        W_xh, W_hh = params["W_xh"], params["W_hh"]
+        dW_xh, dW_hh, db_h = d_params["W_xh"], d_params["W_hh"], d_params["b_h"]
+        # ȧ_t = W_xh ẋ_t + Ẇ_xh x_t + W_hh ḣ_{t-1} + Ẇ_hh h_{t-1} + ḃ_h: (..., B, H)
+        da = (dx @ W_xh.T + cache.x_t @ np.swapaxes(dW_xh, -1, -2)
+              + dh_prev @ W_hh.T + cache.h_prev @ np.swapaxes(dW_hh, -1, -2) + db_h[..., None, :])
+        return self._phi_prime(cache.h) * da    # ḣ_t = φ'(a_t) ⊙ ȧ_t
+
     def __repr__(self) -> str:
         return f"Elman(n_in={self.n_in}, n_hidden={self.n_hidden}, nonlinearity={self.nonlinearity!r})"

@@ -125,5 +125,34 @@ class GRU(Cell):
         dx = da_r @ p["W_xr"] + da_z @ p["W_xz"] + da_n @ p["W_xn"]
         return {key: d_params[key] for key in p}, dh_prev, dx
 
+    def _step_jvp(self, params: Params, cache: GRUStepCache, dh_prev: Array, d_params: Params, dx: Array) -> Array:
+        # tangents carry leading direction axes (...): dh_prev, dx (..., B, .), dW (..., H, .), db (..., H)
+        p, dp = params, d_params
+        x_t, h_prev, r, z, n = cache.x_t, cache.h_prev, cache.r, cache.z, cache.n
+
+        def dW(key: str) -> Array:               # Ẇ with its matrix axes swapped, for rows @ Ẇ^T
+            return np.swapaxes(dp[key], -1, -2)
+
+        def db(key: str) -> Array:               # ḃ as a row that broadcasts over the batch
+            return dp[key][..., None, :]
+
+        # ṙ_t = σ'(a_r) ⊙ (W_xr ẋ_t + Ẇ_xr x_t + W_hr ḣ_{t-1} + Ẇ_hr h_{t-1} + ḃ_r), and ż_t alike
+        dr = r * (1.0 - r) * (dx @ p["W_xr"].T + x_t @ dW("W_xr") + dh_prev @ p["W_hr"].T + h_prev @ dW("W_hr")
+                              + db("b_r"))
+        dz = z * (1.0 - z) * (dx @ p["W_xz"].T + x_t @ dW("W_xz") + dh_prev @ p["W_hz"].T + h_prev @ dW("W_hz")
+                              + db("b_z"))
+        if self.variant == "torch":
+            # ṁ_t = W_hn ḣ_{t-1} + Ẇ_hn h_{t-1} + ḃ_hn
+            dm = dh_prev @ p["W_hn"].T + h_prev @ dW("W_hn") + db("b_hn")
+            # ȧ_n = W_xn ẋ_t + Ẇ_xn x_t + ḃ_xn + ṙ_t ⊙ m_t + r_t ⊙ ṁ_t
+            da_n = dx @ p["W_xn"].T + x_t @ dW("W_xn") + db("b_xn") + dr * cache.m + r * dm
+        else:
+            ds = dr * h_prev + r * dh_prev       # ṡ_t = ṙ_t ⊙ h_{t-1} + r_t ⊙ ḣ_{t-1}
+            # ȧ_n = W_xn ẋ_t + Ẇ_xn x_t + W_hn ṡ_t + Ẇ_hn s_t + ḃ_n
+            da_n = dx @ p["W_xn"].T + x_t @ dW("W_xn") + ds @ p["W_hn"].T + cache.s @ dW("W_hn") + db("b_n")
+        dn = (1.0 - n * n) * da_n                # ṅ_t = tanh'(a_n) ⊙ ȧ_n
+        # ḣ_t = (1 - z_t) ⊙ ṅ_t + ż_t ⊙ (h_{t-1} - n_t) + z_t ⊙ ḣ_{t-1}
+        return (1.0 - z) * dn + dz * (h_prev - n) + z * dh_prev
+
     def __repr__(self) -> str:
         return f"GRU(n_in={self.n_in}, n_hidden={self.n_hidden}, variant={self.variant!r})"

@@ -81,5 +81,19 @@ class Jordan(Cell):
         dx = da @ params["W_xh"]                     # W_xh^T da_t: dL/dx_t, (B, n_in)
         return d_params, dy_prev, dx
 
+    def _step_jvp(
+        self, params: Params, cache: JordanStepCache, dy_prev: Array, d_params: Params, dx: Array
+    ) -> Array:
+        # tangents carry leading direction axes (...): dx (..., B, n_in), dW (..., rows, cols), db (..., rows)
+        p, dp = params, d_params
+        x_t, y_prev, h, y = cache.x_t, cache.y_prev, cache.h, cache.y
+        # ȧ_t = W_xh ẋ_t + Ẇ_xh x_t + W_yh ẏ_{t-1} + Ẇ_yh y_{t-1} + ḃ_h: (..., B, H)
+        da = (dx @ p["W_xh"].T + x_t @ np.swapaxes(dp["W_xh"], -1, -2)
+              + dy_prev @ p["W_yh"].T + y_prev @ np.swapaxes(dp["W_yh"], -1, -2) + dp["b_h"][..., None, :])
+        dh = (1.0 - h * h) * da                  # ḣ_t = tanh'(a_t) ⊙ ȧ_t
+        # ȯ_t = W_hy ḣ_t + Ẇ_hy h_t + ḃ_y: (..., B, O)
+        do = dh @ p["W_hy"].T + h @ np.swapaxes(dp["W_hy"], -1, -2) + dp["b_y"][..., None, :]
+        return (1.0 - y * y) * do                # ẏ_t = tanh'(o_t) ⊙ ȯ_t
+
     def __repr__(self) -> str:
         return f"Jordan(n_in={self.n_in}, n_hidden={self.n_hidden}, n_out={self.n_out})"

@@ -114,3 +114,24 @@ class LSTM(Cell):
             dh_prev += da_q @ params[f"W_h{q}"]  # + W_hq^T abar_q
             dx += da_q @ params[f"W_x{q}"]       # + W_xq^T abar_q
         return d_params, (dh_prev, dc_prev), dx
+
+    def _step_jvp(
+        self, params: Params, cache: LSTMStepCache, d_state_prev: tuple[Array, Array], d_params: Params, dx: Array
+    ) -> tuple[Array, Array]:
+        # tangents carry leading direction axes (...): states and dx (..., B, .), dW (..., H, .), db (..., H)
+        dh_prev, dc_prev = d_state_prev
+        x_t, h_prev, c_prev = cache.x_t, cache.h_prev, cache.c_prev
+        i, f, g, o, tanh_c = cache.i, cache.f, cache.g, cache.o, cache.tanh_c
+        da = {}                                  # pre-activation tangents, (..., B, H) each
+        for q in GATES:
+            # ȧ_q = W_xq ẋ_t + Ẇ_xq x_t + W_hq ḣ_{t-1} + Ẇ_hq h_{t-1} + ḃ_q
+            da[q] = (dx @ params[f"W_x{q}"].T + x_t @ np.swapaxes(d_params[f"W_x{q}"], -1, -2)
+                     + dh_prev @ params[f"W_h{q}"].T + h_prev @ np.swapaxes(d_params[f"W_h{q}"], -1, -2)
+                     + d_params[f"b_{q}"][..., None, :])
+        di = i * (1.0 - i) * da["i"]             # i̇_t = σ'(a_i) ⊙ ȧ_i
+        df = f * (1.0 - f) * da["f"]             # ḟ_t = σ'(a_f) ⊙ ȧ_f
+        dg = (1.0 - g * g) * da["g"]             # ġ_t = tanh'(a_g) ⊙ ȧ_g
+        do = o * (1.0 - o) * da["o"]             # ȯ_t = σ'(a_o) ⊙ ȧ_o
+        dc = df * c_prev + f * dc_prev + di * g + i * dg   # ċ_t = ḟ_t c_{t-1} + f_t ċ_{t-1} + i̇_t g_t + i_t ġ_t
+        dh = do * tanh_c + o * (1.0 - tanh_c**2) * dc      # ḣ_t = ȯ_t tanh(c_t) + o_t tanh'(c_t) ċ_t
+        return dh, dc
