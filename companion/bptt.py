@@ -113,6 +113,8 @@ def forward(
         hs, final_state, fused_cache = path.forward(cell, params, xs, state0)
         return hs, SequenceCache(cell, xs, state0, final_state, fused=path, fused_cache=fused_cache)
     hs, final_state, steps = forward_steps(cell, params, xs, state0)
+    # the last step's cache holds the final state too: the caller's copy must not alias it
+    final_state = final_state.copy() if isinstance(final_state, np.ndarray) else tuple(p.copy() for p in final_state)
     return hs, SequenceCache(cell, xs, state0, final_state, steps=steps)
 
 

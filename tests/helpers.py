@@ -1,7 +1,9 @@
-"""Shared helpers of the core tests: tiny random problems and the finite-difference gradient check.
+"""Shared helpers of the core tests: tiny random problems, the cell kinds, and the finite-difference
+gradient check of the step loop.
 
 Imported by the test modules as ``from helpers import ...`` (pytest puts ``tests/`` on ``sys.path``
-because the folder is not a package).
+because the folder is not a package). This module needs numpy and the companion only, never torch:
+what needs torch is in ``torch_reference.py``.
 
 A problem is ``(params, xs, state0, dhs)`` for a cell: ``xs`` (T, B, n_in), ``state0`` (B, width) (or,
 for a cell with a multi-part state such as the LSTM's ``(h, c)``, a tuple of such arrays) and ``dhs``
@@ -9,16 +11,18 @@ for a cell with a multi-part state such as the LSTM's ``(h, c)``, a tuple of suc
 
 Gradient dicts hold the parameters' keys, ``"xs"`` and the initial state's entries: ``"state0"`` for a
 one-part state, ``"state0[0]"``, ``"state0[1]"``, ... for a tuple (``state_entries``).
+
+The gradients here are the step loop's (``bptt.forward(..., fused=False)``), the reference that every
+other gradient method is pinned to (``gradient_methods.py``).
 """
 from __future__ import annotations
 
 import numpy as np
-from numpy.testing import assert_allclose, assert_array_equal
+import pytest
 
 from companion import bptt
 from companion.cells import GRU, LSTM, Elman, Jordan
 from companion.gradcheck import numerical_gradient, relative_errors
-from companion.torch_ref import from_torch
 
 # (T, B, n_in, H): T = 1, B = 1, n_in = 1 and H != n_in all occur.
 SHAPES = [
@@ -44,8 +48,16 @@ NONLINEARITIES = ["tanh", "relu", "linear"]
 # The gated cells, by test id: the LSTM (state (h, c)) and both variants of the GRU.
 GATED_KINDS = ["lstm", "gru-torch", "gru-cho"]
 
-# The two paths of companion.bptt: a cell's fused sequence methods (where it has them) and the step loop.
-PATHS = ["fused", "steps"]
+# Every cell kind of the companion, by test id.
+CELL_KINDS = [f"elman-{nonlinearity}" for nonlinearity in NONLINEARITIES] + ["jordan"] + GATED_KINDS
+
+# The shapes each kind is checked over, as (T, B, n_in, H, n_out); n_out is the Jordan network's only.
+KIND_SHAPES = {kind: JORDAN_SHAPES if kind == "jordan" else [(*shape, None) for shape in SHAPES]
+               for kind in CELL_KINDS}
+# One small problem per kind (two for the Jordan network: n_out = n_hidden and n_out != n_hidden).
+SMALL_SHAPES = {kind: [(3, 2, 2, 3, None)] + ([(3, 2, 2, 3, 2)] if kind == "jordan" else []) for kind in CELL_KINDS}
+
+DHS_KINDS = ["random", "last", "first"]
 
 TIGHT = dict(rtol=1e-10, atol=1e-12)   # one float64 quantity computed two ways: rounding apart
 GRAD_TOL = 1e-7      # finite differences vs the hand-written backward
@@ -57,6 +69,16 @@ def seeded(*key: int | str) -> np.random.Generator:
     """A generator seeded from a test's parameters (ints and strs), so every case is reproducible and distinct."""
     ints = [k if isinstance(k, int) else sum((i + 1) * ord(c) for i, c in enumerate(k)) for k in key]
     return np.random.default_rng(ints)
+
+
+def shape_id(kind: str, shape: tuple) -> str:
+    T, B, n_in, H, n_out = shape
+    return f"{kind}-T{T}-B{B}-in{n_in}-H{H}" + ("" if n_out is None else f"-out{n_out}")
+
+
+def kind_cases(shapes_of: dict[str, list[tuple]], kinds=CELL_KINDS) -> list:
+    """``pytest.param(kind, shape)`` for every kind of ``kinds`` and every shape ``shapes_of[kind]``."""
+    return [pytest.param(kind, shape, id=shape_id(kind, shape)) for kind in kinds for shape in shapes_of[kind]]
 
 
 def make_dhs(rng: np.random.Generator, T: int, B: int, width: int, kind: str) -> np.ndarray:
@@ -105,72 +127,26 @@ def state_from_entries(name: str, entries: dict, like):
     return entries[name]
 
 
-def forward(cell, params, xs, state0, path: str = "fused"):
-    """``bptt.forward`` on the requested path."""
-    return bptt.forward(cell, params, xs, state0, fused=(path == "fused"))
+def random_state(cell, rng: np.random.Generator, B: int):
+    """A random state (or final-state gradient) of ``cell`` for B sequences, with the state's structure."""
+    parts = tuple(rng.normal(size=(B, width)) for width in cell.state_widths)
+    return parts if len(parts) > 1 else parts[0]
 
 
-def analytic_gradients(cell, params, xs, state0, dhs, *, path: str = "fused", d_final_state=None):
-    """``(hs, grads)`` from the hand-written BPTT; ``grads`` holds the params' keys, "xs" and "state0"."""
-    hs, cache = forward(cell, params, xs, state0, path)
+def analytic_gradients(cell, params, xs, state0, dhs, *, d_final_state=None):
+    """``(hs, grads)`` from the step loop; ``grads`` holds the params' keys, "xs" and the state0 entries."""
+    hs, cache = bptt.forward(cell, params, xs, state0, fused=False)
     grads, dxs, dstate0 = bptt.backward(cell, params, cache, dhs, d_final_state=d_final_state)
     return hs, {**grads, "xs": dxs, **state_entries("state0", dstate0)}
 
 
-def assert_final_gradient_on_h_is_a_gradient_on_the_last_output(cell, params, xs, state0, dhs, g_h, path):
-    """``d_final_state`` = ``g_h`` on h_T (zero on any other part of the state) must give the gradients
-    of adding ``g_h`` to ``dhs[T-1]``, since h_T is ``hs[T-1]``."""
-    rest = tuple(np.zeros((g_h.shape[0], width)) for width in cell.state_widths[1:])
-    g = (g_h, *rest) if rest else g_h
-    _, with_g = analytic_gradients(cell, params, xs, state0, dhs, path=path, d_final_state=g)
-    dhs_plus = dhs.copy()
-    dhs_plus[-1] += g_h
-    _, folded = analytic_gradients(cell, params, xs, state0, dhs_plus, path=path)
-    for key in with_g:
-        assert_allclose(with_g[key], folded[key], **TIGHT, err_msg=key)
-
-
-def assert_chained_steps_agree_with_bptt(cell, params, xs, state0, dhs, path):
-    """T calls of the public ``step``, then T calls of ``step_backward`` in reverse, summing the parameter
-    gradients, must give ``bptt``'s outputs and gradients on ``path``."""
-    T = xs.shape[0]
-    state, caches, outs = state0, [], []
-    for t in range(T):
-        state, step_cache = cell.step(params, xs[t], state)
-        caches.append(step_cache)
-        outs.append(cell.hidden(state))
-    d_state = cell.zero_state_grad(state0)
-    grads = {key: np.zeros_like(value) for key, value in params.items()}
-    dxs = np.zeros_like(xs)
-    for t in reversed(range(T)):
-        d_params, d_state, dxs[t] = cell.step_backward(params, caches[t], cell.add_to_hidden(d_state, dhs[t]))
-        for key in grads:
-            grads[key] += d_params[key]
-    hs, expected = analytic_gradients(cell, params, xs, state0, dhs, path=path)
-    assert_allclose(np.stack(outs), hs, **TIGHT)
-    for key in grads:
-        assert_allclose(grads[key], expected[key], **TIGHT, err_msg=key)
-    assert_allclose(dxs, expected["xs"], **TIGHT)
-    for key, value in state_entries("state0", d_state).items():
-        assert_allclose(value, expected[key], **TIGHT, err_msg=key)
-
-
-def assert_loads_back_exactly(cell, module, params):
-    """``from_torch`` returns float64 copies equal to ``params``, keyed and ordered as the cell's."""
-    back = from_torch(cell, module)
-    assert list(back) == list(cell.param_shapes())
-    for key in params:
-        assert back[key].dtype == np.float64
-        assert_array_equal(back[key], params[key], err_msg=key)
-        assert not np.shares_memory(back[key], params[key])
-
-
-def numerical_gradients(cell, params, xs, state0, dhs, *, path: str = "fused", g_final=None):
-    """Central differences of L = sum(hs * dhs) (+ sum(final_state * g_final)) w.r.t. params, xs, state0."""
+def numerical_gradients(cell, params, xs, state0, dhs, *, g_final=None):
+    """Central differences of L = sum(hs * dhs) (+ sum(final_state * g_final)) w.r.t. params, xs, state0,
+    through the step loop's forward."""
 
     def loss(point):
         theta = {key: point[key] for key in params}
-        hs, cache = forward(cell, theta, point["xs"], state_from_entries("state0", point, state0), path)
+        hs, cache = bptt.forward(cell, theta, point["xs"], state_from_entries("state0", point, state0), fused=False)
         value = np.sum(hs * dhs)
         if g_final is not None:
             value += sum(np.sum(s * g) for s, g in zip(state_parts(cache.final_state), state_parts(g_final)))
@@ -179,15 +155,15 @@ def numerical_gradients(cell, params, xs, state0, dhs, *, path: str = "fused", g
     return numerical_gradient(loss, {**params, "xs": xs, **state_entries("state0", state0)})
 
 
-def gradcheck_errors(cell, params, xs, state0, dhs, *, path: str = "fused", g_final=None) -> dict[str, float]:
-    """Relative error, per array, between ``bptt.backward`` and finite differences.
+def gradcheck_errors(cell, params, xs, state0, dhs, *, g_final=None) -> dict[str, float]:
+    """Relative error, per array, between the step loop's backward and finite differences.
 
     Also asserts that the gradient is not zero (a check that passes only because both sides vanish
     proves nothing) and that no array of it is tiny without being exactly zero (a vanished gradient
     leaves only the rounding noise of the finite differences to compare).
     """
-    _, analytic = analytic_gradients(cell, params, xs, state0, dhs, path=path, d_final_state=g_final)
-    numeric = numerical_gradients(cell, params, xs, state0, dhs, path=path, g_final=g_final)
+    _, analytic = analytic_gradients(cell, params, xs, state0, dhs, d_final_state=g_final)
+    numeric = numerical_gradients(cell, params, xs, state0, dhs, g_final=g_final)
     norms = {key: float(np.linalg.norm(value)) for key, value in analytic.items()}
     assert sum(norms.values()) > MIN_GRAD_NORM, f"degenerate problem: zero gradient {norms}"
     for key, norm in norms.items():  # exactly 0 (dW_hh when h_0 = 0 and T = 1) is fine; tiny is not
@@ -224,7 +200,7 @@ def make_jordan_problem(T, B, n_in, H, n_out, *, zero_state, dhs_kind="random", 
     for attempt in range(100):
         rng = seeded(T, B, n_in, H, n_out or 0, int(zero_state), dhs_kind, seed, attempt)
         params, xs, state0, dhs = make_problem(cell, T, B, rng, zero_state=zero_state, dhs_kind=dhs_kind)
-        _, grads = analytic_gradients(cell, params, xs, state0, dhs, path="steps")
+        _, grads = analytic_gradients(cell, params, xs, state0, dhs)
         if all(np.linalg.norm(value) == 0.0 or np.linalg.norm(value) > 10 * MIN_GRAD_NORM
                for value in grads.values()):
             return cell, params, xs, state0, dhs
@@ -251,8 +227,30 @@ def make_gated_problem(kind, T, B, n_in, H, *, zero_state, dhs_kind="random", se
         rng = seeded(kind, T, B, n_in, H, int(zero_state), dhs_kind, seed, attempt)
         params, xs, state0, dhs = make_problem(cell, T, B, rng, zero_state=zero_state, dhs_kind=dhs_kind,
                                                scale=scale)
-        _, grads = analytic_gradients(cell, params, xs, state0, dhs, path="steps")
+        _, grads = analytic_gradients(cell, params, xs, state0, dhs)
         if all(np.linalg.norm(value) == 0.0 or np.linalg.norm(value) > 10 * MIN_GRAD_NORM
                for value in grads.values()):
             return cell, params, xs, state0, dhs
     raise AssertionError(f"no {kind} problem with a non-vanishing gradient found")
+
+
+def make_cell(kind: str, n_in: int, H: int, n_out: int | None = None):
+    """The cell of a kind of ``CELL_KINDS`` (``n_out`` for the Jordan network only)."""
+    if kind.startswith("elman-"):
+        return Elman(n_in, H, nonlinearity=kind[6:])
+    if kind == "jordan":
+        return Jordan(n_in, H, n_out=n_out)
+    return make_gated_cell(kind, n_in, H)
+
+
+def make_kind_problem(kind: str, shape: tuple, *, zero_state: bool = False, dhs_kind: str = "random", seed=0):
+    """``(cell, params, xs, state0, dhs)`` for a kind of ``CELL_KINDS`` and a shape (T, B, n_in, H, n_out),
+    with every array of the gradient either exactly zero or clearly above the finite differences' noise
+    (and relu pre-activations clear of the kink)."""
+    T, B, n_in, H, n_out = shape
+    options = dict(zero_state=zero_state, dhs_kind=dhs_kind, seed=seed)
+    if kind.startswith("elman-"):
+        return make_elman_problem(T, B, n_in, H, kind[6:], **options)
+    if kind == "jordan":
+        return make_jordan_problem(T, B, n_in, H, n_out, **options)
+    return make_gated_problem(kind, T, B, n_in, H, **options)

@@ -1,4 +1,6 @@
-"""Bad input is refused at the public boundary with a ``ValueError`` that names the argument."""
+"""Bad input is refused at the public boundary with a ``ValueError`` that names the argument: the
+sequence functions of ``companion.bptt``, the one-step protocol, the cells' constructors and
+initialisation, for every cell (the gated cells' parameter sets and two-part state at the end)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +8,9 @@ import pytest
 
 from companion import bptt
 from companion.bptt import SequenceCache
-from companion.cells import Elman, Jordan
+from companion.cells import GRU, LSTM, Elman, Jordan
 
-from helpers import make_problem, seeded
+from helpers import make_gated_cell, make_problem, seeded
 
 T, B, N_IN, H = 3, 2, 2, 4
 
@@ -228,9 +230,16 @@ def test_step_checks_its_arguments(problem):
         (lambda: Jordan(2, 0), "n_hidden"),
         (lambda: Jordan(2, 3, n_out=0), "n_out"),
         (lambda: Jordan(2, 3, n_out=1.5), "n_out"),
+        (lambda: LSTM(0, 3), "n_in"),
+        (lambda: LSTM(2, 0), "n_hidden"),
+        (lambda: LSTM(2.0, 3), "n_in"),
+        (lambda: LSTM(2, True), "n_hidden"),
+        (lambda: GRU(-1, 3), "n_in"),
+        (lambda: GRU(2, 0, variant="cho"), "n_hidden"),
     ],
     ids=["elman-n_in=0", "n_in<0", "n_in-float", "n_in-bool", "n_in-str", "n_hidden=0", "n_hidden-none",
-         "jordan-n_in=0", "jordan-n_hidden=0", "n_out=0", "n_out-float"],
+         "jordan-n_in=0", "jordan-n_hidden=0", "n_out=0", "n_out-float", "lstm-n_in=0", "lstm-n_hidden=0",
+         "lstm-float", "lstm-bool", "gru-n_in<0", "cho-n_hidden=0"],
 )
 def test_sizes_must_be_positive_integers(make, name):
     with _raises(f"{name} must be a positive integer"):
@@ -243,9 +252,23 @@ def test_unknown_nonlinearity(nonlinearity):
         Elman(2, 3, nonlinearity=nonlinearity)
 
 
+@pytest.mark.parametrize("variant", ["bogus", "Torch", None])
+def test_unknown_gru_variant(variant):
+    with _raises("variant must be one of"):
+        GRU(2, 3, variant=variant)
+
+
+def test_gru_variant_is_keyword_only():
+    with pytest.raises(TypeError):
+        GRU(2, 3, "cho")
+
+
 def test_sizes_are_numpy_integers_too():
     cell = Elman(np.int64(2), np.int32(3))
     assert (cell.n_in, cell.n_hidden) == (2, 3) and type(cell.n_in) is int
+
+
+BAD_INIT_CELLS = [Elman(2, 3), Jordan(2, 3, n_out=1), LSTM(2, 3), GRU(2, 3), GRU(2, 3, variant="cho")]
 
 
 @pytest.mark.parametrize(
@@ -253,14 +276,125 @@ def test_sizes_are_numpy_integers_too():
     [None, 1.5, True, "0", np.random.RandomState(0), [0, 1]],
     ids=["none", "float", "bool", "str", "legacy-RandomState", "list"],
 )
-@pytest.mark.parametrize("cell", [Elman(2, 3), Jordan(2, 3)], ids=repr)
-def test_init_params_with_a_bad_rng(cell, rng):
-    with _raises("rng must be a numpy Generator"):
-        cell.init_params(rng)
+def test_init_params_with_a_bad_rng(rng):
+    for cell in BAD_INIT_CELLS:
+        with _raises("rng must be a numpy Generator"):
+            cell.init_params(rng)
 
 
 @pytest.mark.parametrize("batch", [0, -2, 2.0, True, None])
-@pytest.mark.parametrize("cell", [Elman(2, 3), Jordan(2, 3, n_out=1)], ids=repr)
-def test_initial_state_needs_a_positive_batch(cell, batch):
-    with _raises("batch must be a positive integer"):
-        cell.initial_state(batch)
+def test_initial_state_needs_a_positive_batch(batch):
+    for cell in BAD_INIT_CELLS:
+        with _raises("batch must be a positive integer"):
+            cell.initial_state(batch)
+
+
+# ----- the gated cells: parameter sets and the two-part state ---------------------------------------------
+@pytest.fixture
+def lstm_problem():
+    cell = LSTM(2, 3)
+    params, xs, state0, dhs = make_problem(cell, 3, 2, seeded("bad lstm"))
+    return cell, params, xs, state0, dhs
+
+
+@pytest.mark.parametrize(
+    "cell, wrong",
+    [
+        (GRU(2, 3, variant="cho"), GRU(2, 3)),                  # b_xn, b_hn where b_n is expected
+        (GRU(2, 3), GRU(2, 3, variant="cho")),
+        (LSTM(2, 3), GRU(2, 3)),
+        (GRU(2, 3), LSTM(2, 3)),
+    ],
+    ids=["torch-params-to-cho", "cho-params-to-torch", "gru-params-to-lstm", "lstm-params-to-gru"],
+)
+def test_params_of_another_cell_are_refused(cell, wrong):
+    params = wrong.init_params(0)
+    with _raises("params must have exactly the keys"):
+        bptt.forward(cell, params, np.zeros((3, 2, 2)))
+    with _raises("params must have exactly the keys"):
+        cell.step(params, np.zeros((2, 2)), cell.initial_state(2))
+
+
+def test_torch_params_to_a_cho_cell_name_the_keys():
+    with pytest.raises(ValueError, match=r"missing \['b_n'\], unexpected \['b_hn', 'b_xn'\]"):
+        bptt.forward(GRU(2, 3, variant="cho"), GRU(2, 3).init_params(0), np.zeros((1, 1, 2)))
+
+
+@pytest.mark.parametrize(
+    "key, shape",
+    [("W_hf", (3, 4)), ("W_xg", (2, 3)), ("b_o", (1, 3))],
+    ids=["W_hf-width", "W_xg-transposed", "b_o-2d"],
+)
+def test_lstm_param_with_the_wrong_shape(lstm_problem, key, shape):
+    cell, params, xs, state0, dhs = lstm_problem
+    with _raises(f"params['{key}'] must have shape"):
+        bptt.forward(cell, {**params, key: np.zeros(shape)}, xs, state0)
+
+
+@pytest.mark.parametrize("kind, key", [("gru-torch", "b_hn"), ("gru-cho", "W_hn")])
+def test_gru_param_with_the_wrong_shape(kind, key):
+    cell = make_gated_cell(kind, 2, 3)
+    params = {**cell.init_params(0), key: np.zeros((4, 4))}
+    with _raises(f"params['{key}'] must have shape"):
+        bptt.forward(cell, params, np.zeros((2, 1, 2)))
+
+
+@pytest.mark.parametrize(
+    "make_state0, message",
+    [
+        (lambda h, c: h, "state0 must be a tuple of 2 arrays"),              # h0 alone
+        (lambda h, c: np.stack([h, c]), "state0 must be a tuple of 2 arrays"),
+        (lambda h, c: [h, c], "state0 must be a tuple of 2 arrays"),
+        (lambda h, c: (h,), "state0 must be a tuple of 2 arrays"),
+        (lambda h, c: (h, c, c), "state0 must be a tuple of 2 arrays"),
+        (lambda h, c: (h, c[:, :2]), "state0[1] must have shape"),
+        (lambda h, c: (h[:1], c), "state0[0] must have shape"),
+        (lambda h, c: (h, c * np.nan), "state0[1] contains"),
+    ],
+    ids=["single-array", "stacked", "list", "one-part", "three-parts", "c-width", "h-batch", "c-nan"],
+)
+def test_lstm_state0_structure(lstm_problem, make_state0, message):
+    cell, params, xs, (h0, c0), _ = lstm_problem
+    with _raises(message):
+        bptt.forward(cell, params, xs, make_state0(h0, c0))
+
+
+@pytest.mark.parametrize(
+    "make_g, message",
+    [
+        (lambda B, H: np.zeros((B, H)), "d_final_state must be a tuple of 2 arrays"),
+        (lambda B, H: (np.zeros((B, H)),), "d_final_state must be a tuple of 2 arrays"),
+        (lambda B, H: (np.zeros((B, H)), np.zeros((B, H + 1))), "d_final_state[1] must have shape"),
+        (lambda B, H: (np.zeros((B + 1, H)), np.zeros((B, H))), "d_final_state[0] must have shape"),
+    ],
+    ids=["single-array", "one-part", "c-width", "h-batch"],
+)
+def test_lstm_d_final_state_structure(lstm_problem, make_g, message):
+    cell, params, xs, state0, dhs = lstm_problem
+    _, cache = bptt.forward(cell, params, xs, state0)
+    with _raises(message):
+        bptt.backward(cell, params, cache, dhs, d_final_state=make_g(2, 3))
+
+
+@pytest.mark.parametrize("variant", ["torch", "cho"])
+def test_gru_d_final_state_given_as_a_pair(variant):
+    cell = GRU(2, 3, variant=variant)
+    params, xs, h0, dhs = make_problem(cell, 3, 2, seeded("bad gru", variant))
+    _, cache = bptt.forward(cell, params, xs, h0)
+    with _raises("d_final_state must have shape"):
+        bptt.backward(cell, params, cache, dhs, d_final_state=(np.zeros((2, 3)), np.zeros((2, 3))))
+    with _raises("state0 must have shape"):
+        bptt.forward(cell, params, xs, (h0, h0))
+
+
+def test_lstm_step_protocol_checks_the_state_structure(lstm_problem):
+    cell, params, xs, (h0, c0), _ = lstm_problem
+    with _raises("state must be a tuple of 2 arrays"):
+        cell.step(params, xs[0], h0)
+    with _raises("state[1] must have shape"):
+        cell.step(params, xs[0], (h0, c0[:1]))
+    _, step_cache = cell.step(params, xs[0], (h0, c0))
+    with _raises("d_state must be a tuple of 2 arrays"):
+        cell.step_backward(params, step_cache, h0)
+    with _raises("d_state[1] contains"):
+        cell.step_backward(params, step_cache, (h0, np.full_like(c0, np.inf)))

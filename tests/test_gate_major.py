@@ -1,7 +1,7 @@
 """The gate-major layout of the fused paths (``companion.fused._gate_major``) and its aligned arrays.
 
-The fused paths as a whole are checked against the step loop, finite differences and torch in
-``test_gated_cells.py`` and ``test_gated_torch_ref.py``; these tests pin down the layout itself.
+The fused paths as a whole are pinned to the step loop (which finite differences and torch check) in
+``test_gradient_methods.py``; these tests pin down the layout itself.
 """
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """Readout, losses and the cell + readout + loss model: hand-written gradients against finite
-differences and torch autograd (float64), shapes, and bad input."""
+differences and torch autograd (float64), shapes, and bad input.
+
+torch is optional: a test compares with it after its torch-free checks, and is skipped there without it.
+"""
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from companion.bptt import forward
 from companion.cells import Elman, Jordan
@@ -15,7 +16,16 @@ from companion.readout import init_readout, readout_backward, readout_forward
 SIZES = [(1, 1, 1, 1), (1, 3, 4, 2), (5, 1, 3, 3), (4, 2, 3, 5)]  # (T, B, H, n_out)
 
 
+def _torch():
+    """``(torch, torch.nn.functional)``, or skip the rest of the test where torch is not installed."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    return torch, F
+
+
 def _t(array):
+    torch, _ = _torch()
     return torch.tensor(array, dtype=torch.float64, requires_grad=True)
 
 
@@ -42,6 +52,7 @@ def test_readout_matches_torch(T, B, H, O):
     rng = np.random.default_rng(1)
     params, hs = init_readout(H, O, rng), rng.normal(size=(T, B, H))
     dys = rng.normal(size=(T, B, O))
+    torch, F = _torch()
     W, b, h = _t(params["W_hy"]), _t(params["b_y"]), _t(hs)
     y = F.linear(h, W, b)
     y.backward(torch.tensor(dys))
@@ -69,6 +80,7 @@ def test_mse_gradient_matches_finite_differences_and_torch(T, B, _, O):
     loss, dys = mse(ys, targets)
     numeric = numerical_gradient(lambda p: mse(p["ys"], targets)[0], {"ys": ys})["ys"]
     assert relative_error(dys, numeric) < 1e-7
+    torch, F = _torch()
     y = _t(ys)
     reference = F.mse_loss(y, torch.tensor(targets))
     reference.backward()
@@ -89,6 +101,7 @@ def test_cross_entropy_gradient_matches_finite_differences_and_torch(T, B, _, V)
     loss, dlogits = softmax_cross_entropy(logits, targets)
     numeric = numerical_gradient(lambda p: softmax_cross_entropy(p["z"], targets)[0], {"z": logits})["z"]
     assert relative_error(dlogits, numeric) < 1e-7
+    torch, F = _torch()
     z = _t(logits)
     reference = F.cross_entropy(z.reshape(T * B, V), torch.tensor(targets).reshape(T * B))
     reference.backward()
@@ -102,6 +115,7 @@ def test_cross_entropy_is_stable_for_large_logits():
     loss, dlogits = softmax_cross_entropy(logits, targets)                # pytest turns overflow warnings into errors
     np.testing.assert_allclose(loss, 400.0, rtol=1e-12)                   # (0 + 800) / 2
     np.testing.assert_allclose(dlogits, [[[0.0, 0.0, 0.0]], [[0.0, 0.5, -0.5]]], atol=1e-15)
+    torch, F = _torch()
     z = _t(logits)
     np.testing.assert_allclose(loss, F.cross_entropy(z.reshape(2, 3), torch.tensor([0, 2])).item(), rtol=1e-12)
 
@@ -109,8 +123,9 @@ def test_cross_entropy_is_stable_for_large_logits():
 def test_softmax_matches_torch_and_is_stable():
     logits = np.random.default_rng(4).normal(size=(3, 2, 5)) * 300.0
     probs = softmax(logits)
-    np.testing.assert_allclose(probs, torch.softmax(torch.tensor(logits), dim=-1).numpy(), rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-14)
+    torch, _ = _torch()
+    np.testing.assert_allclose(probs, torch.softmax(torch.tensor(logits), dim=-1).numpy(), rtol=1e-12, atol=1e-300)
 
 
 def test_cross_entropy_unsigned_targets():

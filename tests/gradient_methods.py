@@ -1,0 +1,127 @@
+"""The table of gradient methods that the tests check against each other.
+
+Every method computes the same five things for a cell, its parameters, inputs ``xs`` (T, B, n_in), an
+initial state ``state0`` (``None`` for the zero state) and the loss
+L = sum(hs * dhs) + sum(final_state * d_final_state)::
+
+    method.run(cell, params, xs, state0, dhs, d_final_state) -> Result(hs, final_state, grads, dxs, dstate0)
+
+with ``d_final_state`` ``None`` for no gradient beyond the sequence. ``METHODS`` maps a name to a
+``GradientMethod``: that ``run``, ``applies`` (which cells the method serves) and, for a method that
+runs a forward pass and then a backward pass on what it kept, ``forward`` (the two halves, which the
+aliasing test edits between).
+
+``"steps"``, the step loop of ``companion.bptt``, is the reference (``REFERENCE``). The tests pin it down
+with finite differences (test_gradient_methods.py), closed forms and the equations (test_cells_bptt.py,
+test_gated_cells.py) and torch autograd (test_torch_ref.py). Every other method is checked against it at
+``helpers.TIGHT`` in test_gradient_methods.py, for every cell kind and shape of helpers.py it applies to,
+with and without ``d_final_state``, final state and dtypes included; and every method, the reference
+too, must keep the contract (state0 None is the zero state, float32 in gives float32 out, the inputs
+are not modified).
+
+**How a later algorithm joins the table**: one entry in ``METHODS``, e.g. for truncated BPTT with
+k2 >= T (which must then equal full BPTT)::
+
+    def _truncated_k2_at_least_T(cell, params, xs, state0, dhs, d_final_state):
+        ...                                     # call the chapter's function with k1 = 1, k2 = T
+        return Result(hs, final_state, grads, dxs, dstate0)
+
+    METHODS["truncated-k2>=T"] = GradientMethod(_truncated_k2_at_least_T)
+
+(``applies`` defaults to every cell; a method that serves some cells only says which, as "fused" does).
+The parametrized tests pick the entry up; nothing else changes. A method with separate forward and
+backward halves (checkpointed BPTT) is made with ``split_method(forward, ...)`` instead, where
+``forward(cell, params, xs, state0) -> (hs, final_state, backward)`` and
+``backward(dhs, d_final_state) -> (grads, dxs, dstate0)``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.testing import assert_allclose
+
+from companion import bptt
+from companion.fused import fused_path
+
+from helpers import state_parts
+
+
+class Result(NamedTuple):
+    """What every method returns: outputs (T, B, width), the final state, and the gradients of the loss
+    with respect to the parameters (a dict), ``xs`` and ``state0`` (with the state's structure)."""
+
+    hs: Any
+    final_state: Any
+    grads: dict
+    dxs: Any
+    dstate0: Any
+
+
+def _every_cell(cell) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class GradientMethod:
+    """One row of the table (see the module docstring)."""
+
+    run: Callable[..., Result]
+    applies: Callable[[Any], bool] = _every_cell
+    forward: Callable[..., tuple] | None = None
+
+
+def split_method(forward: Callable[..., tuple], applies: Callable[[Any], bool] = _every_cell) -> GradientMethod:
+    """A method from its two halves: ``forward(cell, params, xs, state0) -> (hs, final_state, backward)``."""
+
+    def run(cell, params, xs, state0, dhs, d_final_state=None) -> Result:
+        hs, final_state, backward = forward(cell, params, xs, state0)
+        return Result(hs, final_state, *backward(dhs, d_final_state))
+
+    return GradientMethod(run, applies, forward)
+
+
+def _bptt_forward(fused: bool) -> Callable[..., tuple]:
+    """The forward half of one path of ``companion.bptt``, asserting that the path asked for really ran."""
+
+    def forward(cell, params, xs, state0):
+        hs, cache = bptt.forward(cell, params, xs, state0, fused=fused)
+        path = fused_path(cell) if fused else None
+        assert cache.fused is path and (cache.steps is None) == (path is not None), "another path ran"
+
+        def backward(dhs, d_final_state):
+            return bptt.backward(cell, params, cache, dhs, d_final_state=d_final_state)
+
+        return hs, cache.final_state, backward
+
+    return forward
+
+
+REFERENCE = "steps"
+
+METHODS: dict[str, GradientMethod] = {
+    # the step loop: the cell's own step / step_backward, T times (every cell)
+    "steps": split_method(_bptt_forward(fused=False)),
+    # companion.fused: the exact classes Elman, LSTM and GRU (never Jordan, never a subclass)
+    "fused": split_method(_bptt_forward(fused=True), applies=lambda cell: fused_path(cell) is not None),
+}
+
+
+def assert_same_result(got: Result, expected: Result, *, tolerance: dict, label: str = "") -> None:
+    """``got`` and ``expected`` agree: every array to ``tolerance`` (``assert_allclose`` keywords), with
+    the same dtypes, keys and state structure; ``label`` prefixes the failure messages."""
+    pairs = [("hs", got.hs, expected.hs), ("dxs", got.dxs, expected.dxs)]
+    assert list(got.grads) == list(expected.grads), (list(got.grads), list(expected.grads))
+    pairs += [(f"grads[{key!r}]", got.grads[key], expected.grads[key]) for key in expected.grads]
+    for name in ("final_state", "dstate0"):
+        a, b = state_parts(getattr(got, name)), state_parts(getattr(expected, name))
+        assert isinstance(getattr(got, name), tuple) == isinstance(getattr(expected, name), tuple), name
+        assert len(a) == len(b), name
+        pairs += [(f"{name}[{k}]", x, y) for k, (x, y) in enumerate(zip(a, b))]
+    for name, a, b in pairs:
+        name = f"{label}: {name}" if label else name
+        assert isinstance(a, np.ndarray), f"{name} is a {type(a).__name__}"
+        assert a.dtype == b.dtype, f"{name}: {a.dtype} != {b.dtype}"
+        assert_allclose(a, b, **tolerance, err_msg=name)
