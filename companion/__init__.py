@@ -1,11 +1,35 @@
 """The companion package of the course on Backpropagation Through Time.
 
-``companion.cells`` holds the recurrent cells (one step forward and backward each, their math only),
-``companion.bptt`` runs full BPTT over any of them, ``companion.fused`` holds the faster sequence paths
-of the Elman, LSTM and GRU classes, ``companion.gradcheck`` checks gradients by finite differences and
-``companion.torch_ref`` exchanges weights with torch (imported on demand: torch is optional).
-"""
-from . import bptt, cells, fused, gradcheck
+``import companion`` gives every module; none of them imports torch or matplotlib until a function that
+needs it is called, so both stay optional:
 
-__all__ = ["bptt", "cells", "fused", "gradcheck"]
+* ``cells``: the recurrent cells (one step forward, backward and in forward mode each, their math only);
+* ``bptt``: full BPTT over any cell, and the adjoint of the state at every step;
+* ``fused``: the faster sequence paths of the exact ``Elman``, ``LSTM`` and ``GRU`` classes;
+* ``gradcheck``: finite differences and relative errors;
+* ``torch_ref``: exact weight exchange with torch's modules, and torch-autograd reference gradients;
+* ``readout``, ``losses``, ``model``: a linear readout, the losses, and a cell with both;
+* ``optim``, ``train``, ``tasks``: optimizers and clipping, the training loop, the course's data;
+* ``plots``, ``diagrams``: the figures' house style, and the drawn LSTM and GRU cells.
+"""
+from . import (
+    bptt,
+    cells,
+    diagrams,
+    fused,
+    gradcheck,
+    losses,
+    model,
+    optim,
+    plots,
+    readout,
+    tasks,
+    torch_ref,
+    train,
+)
+
+__all__ = [
+    "bptt", "cells", "diagrams", "fused", "gradcheck", "losses", "model", "optim", "plots", "readout",
+    "tasks", "torch_ref", "train",
+]
 __version__ = "0.1.0"

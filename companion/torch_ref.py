@@ -27,6 +27,7 @@ import numpy as np
 
 from .cells import GRU, LSTM, Cell, Elman
 from .types import Array, Params, State
+from .validation import as_float_array, check_shape
 
 _GATES = {Elman: ("h",), LSTM: ("i", "f", "g", "o"), GRU: ("r", "z", "n")}
 
@@ -155,13 +156,23 @@ def from_torch(cell: Cell, module) -> Params:
 
 
 def rnn_autograd_gradients(
-    cell: Cell, params: Params, xs: Array, state0: State, dhs: Array
+    cell: Cell, params: Params, xs: Array, dhs: Array, state0: State | None = None
 ) -> tuple[Array, Params, Array, State]:
     """Reference outputs and gradients from the torch module and autograd, in float64.
 
     The loss is ``sum(hs * dhs)``, whose gradient with respect to ``hs`` is ``dhs``: the quantity
-    ``companion.bptt.backward`` takes. Shapes: ``xs`` (T, B, n_in), ``dhs`` (T, B, H), ``state0`` (B, H)
-    or, for the LSTM, the pair ``(h0, c0)``.
+    ``companion.bptt.backward`` takes, so ``rnn_autograd_gradients(cell, params, xs, dhs, state0)`` is
+    compared with ``bptt.backward(cell, params, bptt.forward(cell, params, xs, state0)[1], dhs)``.
+
+    Parameters
+    ----------
+    cell : Elman, LSTM or GRU (variant "torch")
+    params : dict
+        The cell's parameters.
+    xs : array, shape (T, B, n_in)
+    dhs : array, shape (T, B, H)
+    state0 : array (B, H), or the pair ``(h0, c0)`` for the LSTM, optional
+        Zeros if omitted, as in ``bptt.forward``.
 
     Returns
     -------
@@ -173,11 +184,17 @@ def rnn_autograd_gradients(
     """
     torch = _torch()
     module = to_torch(cell, params)
-    x = torch.tensor(np.asarray(xs, dtype=np.float64), requires_grad=True)
+    xs = as_float_array(xs, "xs")
+    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
+    T, B = xs.shape[:2]
+    dhs = as_float_array(dhs, "dhs")
+    check_shape(dhs, (T, B, cell.output_width), "dhs", "(T, B, n_hidden)")
+    state0 = cell.initial_state(B) if state0 is None else cell.check_state(state0, B, "state0")
+    x = torch.tensor(xs.astype(np.float64), requires_grad=True)
     parts = state0 if isinstance(cell, LSTM) else (state0,)
     initial = [torch.tensor(np.asarray(part, dtype=np.float64)[None], requires_grad=True) for part in parts]
     hs, _ = module(x, tuple(initial) if isinstance(cell, LSTM) else initial[0])
-    (hs * torch.tensor(np.asarray(dhs, dtype=np.float64))).sum().backward()
+    (hs * torch.tensor(dhs.astype(np.float64))).sum().backward()
     grad_arrays = {name: getattr(module, name).grad.numpy().copy()
                    for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")}
     grads = _companion_params(cell, grad_arrays, gradients=True)

@@ -55,8 +55,7 @@ def test_to_torch_refuses_the_cho_variant():
     with pytest.raises(ValueError, match="variant"):
         to_torch(cho, cho.init_params(0))
     with pytest.raises(ValueError, match="variant"):
-        rnn_autograd_gradients(cho, cho.init_params(0), np.zeros((1, 1, 2)), np.zeros((1, 3)),
-                               np.zeros((1, 1, 3)))
+        rnn_autograd_gradients(cho, cho.init_params(0), np.zeros((1, 1, 2)), np.zeros((1, 1, 3)))
     with pytest.raises(ValueError, match="variant"):
         from_torch(cho, torch.nn.GRU(2, 3, dtype=torch.float64))
 

@@ -84,6 +84,31 @@ def test_the_torch_module_matches_the_torch_loop(kind):
     assert all(not np.any(value) for value in zero.values())
 
 
+@pytest.mark.parametrize("kind", MODULE_KINDS)
+def test_rnn_autograd_gradients_starts_from_zeros_without_state0(kind):
+    """``state0`` is optional, as in ``bptt.forward``: omitted, it is the zero state."""
+    cell, params, xs, _, dhs = make_kind_problem(kind, (3, 2, 2, 3, None))
+    omitted = rnn_autograd_gradients(cell, params, xs, dhs)
+    zeros = rnn_autograd_gradients(cell, params, xs, dhs, cell.initial_state(xs.shape[1]))
+    for got, want in zip(omitted[:3], zeros[:3]):
+        if isinstance(got, dict):
+            for key in got:
+                assert_array_equal(got[key], want[key], err_msg=key)
+        else:
+            assert_array_equal(got, want)
+
+
+def test_rnn_autograd_gradients_checks_its_arrays():
+    cell = Elman(2, 3)
+    params, xs, dhs = cell.init_params(0), np.zeros((4, 2, 2)), np.zeros((4, 2, 3))
+    with pytest.raises(ValueError, match=r"dhs must have shape \(T, B, n_hidden\)"):
+        rnn_autograd_gradients(cell, params, xs, dhs[:, :1])
+    with pytest.raises(ValueError, match=r"xs must have shape \(T, B, n_in\)"):
+        rnn_autograd_gradients(cell, params, xs[..., :1], dhs)
+    with pytest.raises(ValueError, match="state0 must have shape"):
+        rnn_autograd_gradients(cell, params, xs, dhs, np.zeros((3, 3)))
+
+
 # ----- weight exchange ---------------------------------------------------------------------------------------
 def _expected_torch_arrays(cell, params) -> dict:
     """The torch layout, written out: gates stacked in torch's order, a bias torch splits in two goes
@@ -178,8 +203,7 @@ def test_to_torch_refuses_what_torch_nn_rnn_cannot_hold():
     with pytest.raises(ValueError, match="nonlinearity"):
         to_torch(linear, linear.init_params(0))
     with pytest.raises(ValueError, match="cell"):
-        rnn_autograd_gradients(Jordan(1, 1), Jordan(1, 1).init_params(0), np.zeros((1, 1, 1)), np.zeros((1, 1)),
-                               np.zeros((1, 1, 1)))
+        rnn_autograd_gradients(Jordan(1, 1), Jordan(1, 1).init_params(0), np.zeros((1, 1, 1)), np.zeros((1, 1, 1)))
     cell = Elman(2, 3)
     with pytest.raises(ValueError, match="params"):
         to_torch(cell, Elman(3, 3).init_params(0))

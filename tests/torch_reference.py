@@ -116,7 +116,7 @@ def loop_gradients(cell, params, xs, state0, dhs, g_final=None):
 
 def module_gradients(cell, params, xs, state0, dhs):
     """``(hs, grads)`` of ``companion.torch_ref.rnn_autograd_gradients`` (the torch.nn module and autograd)."""
-    hs, grads, dxs, dstate0 = rnn_autograd_gradients(cell, params, xs, state0, dhs)
+    hs, grads, dxs, dstate0 = rnn_autograd_gradients(cell, params, xs, dhs, state0)
     return hs, {**grads, "xs": dxs, **state_entries("state0", dstate0)}
 
 
