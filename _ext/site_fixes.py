@@ -11,6 +11,11 @@ Loaded through ``sphinx: local_extensions`` in ``_config.yml``.
   are left out of the pages; they come back if ``launch_buttons: thebe`` is turned on.
 - **MathJax.** The site serves MathJax itself from ``_vendor/mathjax/`` (``npm ci`` fills it); if it is
   missing, the build warns with the command that fixes it, instead of leaving pages without math.
+- **One search box.** sphinx-book-theme keeps search in its primary sidebar and empties the theme's
+  top navbar through its ``theme.conf`` (``navbar_persistent =``). pydata-sphinx-theme 0.17 only looks
+  at the options the *user* set, finds no ``navbar_persistent`` and puts its search field back into a
+  top bar, so desktop pages showed two search boxes. We set the option (to no items) unless
+  ``html_theme_options`` already names it.
 """
 from __future__ import annotations
 
@@ -63,7 +68,15 @@ def _check_vendored_mathjax(app) -> None:
         )
 
 
+def _one_search_box(app, config) -> None:
+    if config.html_theme == "sphinx_book_theme":
+        if config.html_theme_options is None:
+            config.html_theme_options = {}
+        config.html_theme_options.setdefault("navbar_persistent", [])
+
+
 def setup(app):
+    app.connect("config-inited", _one_search_box)
     app.connect("builder-inited", _check_vendored_mathjax)
     app.connect("html-page-context", _clean_scripts)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

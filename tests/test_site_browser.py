@@ -6,10 +6,12 @@ host other than 127.0.0.1 is aborted and recorded, so a page that needs a CDN fa
 page of the table of contents the tests check: every same-origin ``href``/``src`` answers HTTP 200 (and
 every ``#fragment`` into a page names an element there), MathJax rendered all the math and no raw TeX
 is left in the text, the console holds no error, every ``<img>`` decoded with a non-zero width, no
-request left the machine, and at a phone's width the page does not scroll sideways. The search page
-must find "truncation". Each page is loaded once, looked at 1280 px wide, then narrowed to 390 px and
-looked at again; a full-page screenshot at both widths is saved under ``_build/screenshots/`` for people
-to look at (pytest's summary names the folder).
+request left the machine, at a phone's width the page does not scroll sideways, no formula is cut off
+(at desktop width every one fits the box that shows it; at a phone's width one that does not scrolls
+in its box and shows a cue, see ``_static/site.css``), and the page shows one search box. The search
+page must find "truncation". Each page is loaded once, looked at 1280 px wide, then narrowed to 390 px
+and looked at again; a full-page screenshot at both widths is saved under ``_build/screenshots/`` for
+people to look at (pytest's summary names the folder).
 
 chromium and Playwright are required, not optional: without them these tests fail and say how to
 install them (``.ci/run`` does).
@@ -87,10 +89,62 @@ INSPECT_JS = r"""() => {
   }));
   const searchHits = Array.from(document.querySelectorAll("#search-results ul.search li a")).map((a) => a.href);
   const overflow = document.documentElement.scrollWidth - document.documentElement.clientWidth;
+  // The search fields and buttons a reader sees (not the closed search dialog, not an off-canvas sidebar).
+  const searchBoxes = Array.from(document.querySelectorAll(
+    'input[type="search"], .search-button-field, .search-button, [role="search"]'))
+    .filter((el) => {
+      const box = el.getBoundingClientRect();
+      return box.width > 0 && box.height > 0 && box.right > 0 && box.left < window.innerWidth
+        && getComputedStyle(el).visibility === "visible" && !el.closest("dialog:not([open])")
+        && !el.parentElement.closest('input[type="search"], .search-button-field, .search-button, [role="search"]');
+    })
+    .map((el) => `${el.tagName.toLowerCase()}.${Array.from(el.classList).join(".")}`);
   return {
     overflow, searchHits, links, mathCount: math.length, containers: document.querySelectorAll("mjx-container").length,
-    unrendered, mathErrors, rawTex, images,
+    unrendered, mathErrors, rawTex, images, searchBoxes,
   };
+}"""
+
+# Every formula (``mjx-container``, display or inline) that a box cuts off: walking out from the formula
+# as drawn (MathJax's ``mjx-math``; not the container's scrollWidth, which MathJax's hidden copy of the
+# formula for screen readers can widen) through the container and each ancestor that hides or scrolls
+# what sticks out of it, each box that hides part of what is still visible. ``cue``: the box scrolls
+# (overflow-x auto or scroll) and shows it, by a scrollbar with a height (Playwright's headless
+# chromium hides scrollbars) or by the fade of _static/site.css (a mask image).
+CLIPPED_MATH_JS = r"""() => {
+  const items = window.MathJax && MathJax.startup && MathJax.startup.document
+    ? Array.from(MathJax.startup.document.math) : [];
+  const name = (container) => {
+    const eqno = container.closest("div.math") && container.closest("div.math").querySelector(".eqno");
+    if (eqno) { return `equation ${eqno.textContent.replace(/#/g, "").trim()}`; }
+    const item = items.find((math) => math.typesetRoot === container);
+    return (item ? item.math : container.textContent).trim().replace(/\s+/g, " ").slice(0, 70);
+  };
+  const clipped = [];
+  for (const container of document.querySelectorAll("mjx-container")) {
+    const drawn = (container.querySelector("mjx-math") || container).getBoundingClientRect();
+    if (drawn.width === 0) { continue; }  // not laid out (a closed dropdown)
+    let left = drawn.left, right = drawn.right;  // the part of the formula still visible
+    for (let el = container; el && el !== document.body; el = el.parentElement) {
+      const style = getComputedStyle(el);
+      if (style.overflowX === "visible") { continue; }
+      const inner = el.getBoundingClientRect().left + el.clientLeft;
+      const hidden = Math.max(right - (inner + el.clientWidth), inner - left);
+      left = Math.max(left, inner);
+      right = Math.min(right, inner + el.clientWidth);
+      if (hidden <= 1) { continue; }
+      const scrolls = style.overflowX === "auto" || style.overflowX === "scroll";
+      const scrollbar = el.offsetHeight - el.clientHeight
+        - parseFloat(style.borderTopWidth) - parseFloat(style.borderBottomWidth);
+      const fade = (style.maskImage || style.webkitMaskImage || "none") !== "none";
+      clipped.push({
+        math: name(container), hidden: Math.round(hidden),
+        box: [el.tagName.toLowerCase(), ...el.classList].join("."),
+        cue: scrolls && (scrollbar > 0 || fade),
+      });
+    }
+  }
+  return clipped;
 }"""
 
 
@@ -212,6 +266,7 @@ def visit(context, record: dict, url: str, *, ready_js: str | None = None, scree
             page.set_viewport_size(size)
             page.evaluate(RELAYOUT_JS)
         seen.shown[viewport] = page.evaluate(INSPECT_JS)
+        seen.shown[viewport]["clippedMath"] = page.evaluate(CLIPPED_MATH_JS)
         if screenshot:
             path = SCREENSHOTS / viewport / screenshot
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -340,6 +395,28 @@ def test_the_page_fits_a_phone_screen(site, page):
     """Wide content (code, tables, equations) scrolls in its own box; the page itself never scrolls sideways."""
     overflow = site.visits[page].shown["phone"]["overflow"]
     assert overflow <= 0, f"{page}: {overflow} px wider than a {VIEWPORTS['phone']['width']} px screen"
+
+
+@pytest.mark.parametrize("viewport", list(VIEWPORTS))
+@pytest.mark.parametrize("page", PAGES)
+def test_no_formula_is_cut_off(site, page, viewport):
+    """At desktop width every formula fits the box that shows it; at a phone's width one that does not
+    scrolls in its box and shows that it does (a scrollbar, or the fade of ``_static/site.css``)."""
+    clipped = site.visits[page].shown[viewport]["clippedMath"]
+    what = "formulas cut off"
+    if viewport != "desktop":
+        clipped = [math for math in clipped if not math["cue"]]
+        what = "formulas cut off without a scroll cue"
+    width = VIEWPORTS[viewport]["width"]
+    assert not clipped, f"{page} at {width} px: {what}:\n" + "\n".join(
+        f"{math['math']}: {math['hidden']} px hidden by {math['box']}" for math in clipped)
+
+
+@pytest.mark.parametrize("viewport", list(VIEWPORTS))
+@pytest.mark.parametrize("page", PAGES)
+def test_the_page_shows_one_search_box(site, page, viewport):
+    boxes = site.visits[page].shown[viewport]["searchBoxes"]
+    assert len(boxes) == 1, f"{page} at {VIEWPORTS[viewport]['width']} px: {len(boxes)} search boxes: {boxes}"
 
 
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))
