@@ -16,6 +16,10 @@ Loaded through ``sphinx: local_extensions`` in ``_config.yml``.
   at the options the *user* set, finds no ``navbar_persistent`` and puts its search field back into a
   top bar, so desktop pages showed two search boxes. We set the option (to no items) unless
   ``html_theme_options`` already names it.
+- **The repository address in one place.** ``_config.yml``'s ``repository: url`` (which Jupyter Book hands
+  to the theme as ``html_theme_options["repository_url"]``) is also made the MyST substitution
+  ``{{ repository_url }}``, with ``{{ repository_raw_url }}`` for its raw files on GitHub, so the pages'
+  install instructions read it from there instead of repeating it.
 """
 from __future__ import annotations
 
@@ -75,8 +79,20 @@ def _one_search_box(app, config) -> None:
         config.html_theme_options.setdefault("navbar_persistent", [])
 
 
+def _repository_substitutions(app, config) -> None:
+    options = config.html_theme_options or {}
+    url = (options.get("repository_url") or "").rstrip("/")
+    branch = options.get("repository_branch") or "main"
+    if not url:
+        logger.warning("_config.yml names no repository url; the install instructions need one")
+        return
+    raw = url.replace("https://github.com/", "https://raw.githubusercontent.com/", 1) + f"/{branch}"
+    config.myst_substitutions = {**config.myst_substitutions, "repository_url": url, "repository_raw_url": raw}
+
+
 def setup(app):
     app.connect("config-inited", _one_search_box)
+    app.connect("config-inited", _repository_substitutions)
     app.connect("builder-inited", _check_vendored_mathjax)
     app.connect("html-page-context", _clean_scripts)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
