@@ -85,3 +85,15 @@ def test_every_chapter_offers_its_notebook_and_launch_buttons(built_site):
         colab = f"https://colab.research.google.com/github/{repository}/blob/{branch}/{chapter}.ipynb"
         assert f'href="{binder}"' in page, f"{name}: no Binder launch button"
         assert f'href="{colab}"' in page, f"{name}: no Colab launch button"
+
+
+def test_the_introduction_reads_the_repository_from_the_config(built_site):
+    """The install instructions name the repository of ``_config.yml`` (one place to set it), whole."""
+    html, _ = built_site
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    url = config["repository"]["url"].rstrip("/")
+    page = (html / "book" / "intro.html").read_text()
+    assert f"!pip install git+{url}" in page
+    assert page.count(url) >= 2                               # the copy to take, and the Colab line
+    assert "{{" not in page and "repository_url" not in page  # no substitution left unexpanded
+    assert "requirements-student.txt" in page
