@@ -18,8 +18,7 @@ Loaded through ``sphinx: local_extensions`` in ``_config.yml``.
   ``html_theme_options`` already names it.
 - **The repository address in one place.** ``_config.yml``'s ``repository: url`` (which Jupyter Book hands
   to the theme as ``html_theme_options["repository_url"]``) is also made the MyST substitution
-  ``{{ repository_url }}``, with ``{{ repository_raw_url }}`` for its raw files on GitHub, so the pages'
-  install instructions read it from there instead of repeating it.
+  ``{{ repository_url }}``, so the pages' install instructions read it from there instead of repeating it.
 """
 from __future__ import annotations
 
@@ -82,12 +81,10 @@ def _one_search_box(app, config) -> None:
 def _repository_substitutions(app, config) -> None:
     options = config.html_theme_options or {}
     url = (options.get("repository_url") or "").rstrip("/")
-    branch = options.get("repository_branch") or "main"
     if not url:
         logger.warning("_config.yml names no repository url; the install instructions need one")
         return
-    raw = url.replace("https://github.com/", "https://raw.githubusercontent.com/", 1) + f"/{branch}"
-    config.myst_substitutions = {**config.myst_substitutions, "repository_url": url, "repository_raw_url": raw}
+    config.myst_substitutions = {**config.myst_substitutions, "repository_url": url}
 
 
 def setup(app):
