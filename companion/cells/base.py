@@ -177,10 +177,8 @@ class Cell:
         S = sum(self.state_widths)
         # direction j: a unit tangent on coordinate j of state_{t-1}, for every sequence at once: (S, B, S)
         unit = np.broadcast_to(np.eye(S)[:, None, :], (S, cache.x_t.shape[0], S))
-        d_state_prev = self._split_state(unit)
-        _, d_params, d_x_t = self._complete_tangents(cache, d_state_prev, None, None)
-        d_state = self._step_jvp(params, cache, d_state_prev, d_params, d_x_t)
-        return np.moveaxis(self._concatenate_state(d_state), 0, -1)   # (S: j, B, S: i) -> (B, i, j)
+        d_state = self._joined_jvp(params, cache, self._split_state(unit), None)
+        return np.moveaxis(d_state, 0, -1)                             # (S: j, B, S: i) -> (B, i, j)
 
     def param_jacobian(self, params: Params, cache: Cache) -> dict[str, Array]:
         """Dense Jacobians of state_t with respect to every parameter, at the step's point (small sizes).
@@ -204,9 +202,7 @@ class Cell:
         for key, shape in self.param_shapes().items():
             size = math.prod(shape)
             # direction k: a unit tangent on entry k of params[key]: (size, *shape)
-            unit = {key: np.eye(size).reshape(size, *shape)}
-            d_state_prev, d_params, d_x_t = self._complete_tangents(cache, None, unit, None)
-            d_state = self._concatenate_state(self._step_jvp(params, cache, d_state_prev, d_params, d_x_t))
+            d_state = self._joined_jvp(params, cache, None, {key: np.eye(size).reshape(size, *shape)})
             jacobians[key] = np.moveaxis(d_state, 0, -1).reshape(*d_state.shape[1:], *shape)   # (B, S, *shape)
         return jacobians
 
@@ -326,6 +322,11 @@ class Cell:
             state = tuple(tangent(f"d_state_prev[{k}]", (batch, w)) for k, w in enumerate(widths))
         full_params = {key: tangent(f"d_params[{key!r}]", tuple(shape)) for key, shape in shapes.items()}
         return state, full_params, tangent("d_x_t", (batch, self.n_in))
+
+    def _joined_jvp(self, params: Params, cache: Cache, d_state_prev: State | None, d_params: Params | None) -> Array:
+        """``_step_jvp`` on checked inputs for the dense Jacobians: state parts joined, ``(*L, B, S)``."""
+        d_state_prev, d_params, d_x_t = self._complete_tangents(cache, d_state_prev, d_params, None)
+        return self._concatenate_state(self._step_jvp(params, cache, d_state_prev, d_params, d_x_t))
 
     def _split_state(self, joined: Array) -> State:
         """A state (or tangent) from its parts concatenated along the last axis (undoes ``_concatenate_state``)."""
