@@ -8,7 +8,7 @@ from numpy.testing import assert_allclose
 from companion import bptt
 from companion.cells import GRU, LSTM, Elman, Jordan
 
-from helpers import TIGHT, make_problem, seeded, state_parts
+from helpers import TIGHT, make_problem, random_state, seeded, state_parts
 
 CELLS = [Elman(2, 3), Elman(2, 3, nonlinearity="relu"), Jordan(2, 3, n_out=2), LSTM(2, 3),
          GRU(2, 3, variant="torch"), GRU(2, 3, variant="cho")]
@@ -26,8 +26,7 @@ def test_each_adjoint_is_the_gradient_of_the_rest_of_the_sequence(cell, fused):
     state_t, returns for its initial state."""
     T, B = 5, 2
     params, xs, state0, dhs = make_problem(cell, T, B, seeded("adjoints", repr(cell)), scale=0.7)
-    g_final = tuple(seeded("adjoints g", repr(cell)).normal(size=(B, w)) for w in cell.state_widths)
-    g_final = g_final if len(g_final) > 1 else g_final[0]
+    g_final = random_state(cell, seeded("adjoints g", repr(cell)), B)
     _, cache = bptt.forward(cell, params, xs, state0, fused=fused)
     adjoints = bptt.state_adjoints(cell, params, cache, dhs, d_final_state=g_final)
     assert [part.shape for part in state_parts(adjoints)] == [(T + 1, B, w) for w in cell.state_widths]
