@@ -199,17 +199,22 @@ def cell_rows(cell_name: str, dtype_name: str, sizes: tuple[int, int, int, int],
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_common_arguments(parser: argparse.ArgumentParser, *, rounds: int) -> None:
+    """The sizes, thread settings, rounds and pause that the benchmarks timing numpy against torch share."""
     parser.add_argument("--T", type=int, default=100)
     parser.add_argument("--B", type=int, default=32)
     parser.add_argument("--n-in", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--threads", nargs="+", default=["1", "default"], choices=["1", "default"],
                         help="thread settings, measured one after the other in this process")
-    parser.add_argument("--rounds", type=int, default=20, help="rounds of interleaved_ms")
+    parser.add_argument("--rounds", type=int, default=rounds, help="rounds of interleaved_ms")
     parser.add_argument("--pause", type=float, default=0.2,
                         help="seconds of sleep before each library's turn at the default threads (interleaved_ms)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser, rounds=20)
     parser.add_argument("--cells", nargs="+", default=["elman", "lstm", "gru"], choices=["elman", "lstm", "gru"])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     args = parser.parse_args()

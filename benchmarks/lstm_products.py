@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import argparse
 
-from bptt_speed import blas_description, interleaved_ms, thread_setting
+from bptt_speed import add_common_arguments, blas_description, interleaved_ms, thread_setting
 
 
 def products(T: int, B: int, n_in: int, H: int) -> list[tuple[str, int, tuple, tuple]]:
@@ -117,14 +117,7 @@ def print_table(setting: str, blas_threads: int, torch_threads: int, rows: list,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--T", type=int, default=100)
-    parser.add_argument("--B", type=int, default=32)
-    parser.add_argument("--n-in", type=int, default=64)
-    parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--threads", nargs="+", default=["1", "default"], choices=["1", "default"])
-    parser.add_argument("--rounds", type=int, default=10, help="rounds of interleaved_ms")
-    parser.add_argument("--pause", type=float, default=0.2,
-                        help="seconds of sleep before each function at the default threads (interleaved_ms)")
+    add_common_arguments(parser, rounds=10)
     args = parser.parse_args()
 
     import numpy as np
