@@ -214,10 +214,14 @@ def backward_steps(
     d_final_state: State,
     *,
     adjoints: list[State] | None = None,
+    carry: Array | None = None,
 ) -> tuple[Params, Array, State]:
     """The step loop backward, on checked inputs: ``(grads, dxs, dstate0)``.
 
-    If ``adjoints`` is a list, dL/d(state_t) is appended to it for t = T, T - 1, ..., 0.
+    If ``adjoints`` is a list, dL/d(state_t) is appended to it for t = T, T - 1, ..., 0. If ``carry``, an
+    array ``(T,)``, is given, what step t sends back to state_{t-1} is multiplied by ``carry[t - 1]``: 0
+    cuts the graph there, and any other value reweights every path that crosses it (randomized
+    truncation, ``companion.truncation``); without it every factor is 1, full BPTT.
     """
     T, B = dhs.shape[:2]
     dtype = np.result_type(dhs, cell.hidden(d_final_state), *params.values())
@@ -230,6 +234,8 @@ def backward_steps(
         if adjoints is not None:
             adjoints.append(d_state)
         d_params, d_state, dxs[t] = cell._step_backward(params, steps[t], d_state)
+        if carry is not None:
+            d_state = d_state * carry[t] if isinstance(d_state, np.ndarray) else tuple(p * carry[t] for p in d_state)
         for key, value in d_params.items():  # tied weights: sum over time
             grads[key] += value
     if adjoints is not None:

@@ -1,0 +1,430 @@
+"""Truncated backpropagation through time, and the randomized truncation that removes its bias.
+
+Chapter "Truncated BPTT". Every function here is written against the cell protocol and reuses
+``companion.bptt``'s forward and backward passes: a window of the unrolled graph is back-propagated by
+``bptt.backward`` on the caches of the segments it spans, chained through ``d_final_state``.
+
+* ``tbptt`` is Williams & Peng's BPTT(k2; k1) (Sutskever's TBPTT(k1, k2)) with the parameters held
+  fixed: at every step t that is a multiple of ``k1``, and at t = T, the losses of the steps since the
+  previous such point are back-propagated through the steps max(1, t - k2 + 1) .. t, and the state before
+  that window is a constant. ``truncated_gradients`` returns the same with the outputs and the input and
+  initial-state gradients of that truncated graph.
+* ``online_tbptt`` trains on a long stream the way a training loop does: the same windows, one optimizer
+  step after each backward pass, the state carried forward.
+* ``randomized_tbptt`` cuts the graph at random places and scales every path that survives a possible
+  cut by the inverse of its survival probability (the compensation of Tallec & Ollivier's ARTBP), which
+  makes the estimate unbiased for the full BPTT gradient.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from . import bptt
+from .cells.base import Cell, check_cell
+from .model import _check_loss, _split
+from .optim import Optimizer, clip_grad_norm, global_norm
+from .readout import readout_backward, readout_forward
+from .train import History
+from .types import Array, Params, State
+from .validation import as_float_array, as_rng, check_positive_float, check_positive_int, check_shape
+
+
+class TruncatedResult(NamedTuple):
+    """What ``truncated_gradients`` returns.
+
+    Attributes
+    ----------
+    hs : array, shape (T, B, n_hidden)
+        The output of every step (the forward pass is not truncated).
+    final_state : State
+        The state after step T.
+    grads : dict
+        The truncated gradient for every key of ``params``.
+    dxs : array, shape (T, B, n_in)
+        The truncated gradient with respect to every input x_t: the sum over the windows that contain step t.
+    dstate0 : State
+        The truncated gradient with respect to the initial state: only windows that start at step 1 reach it.
+    """
+
+    hs: Array
+    final_state: State
+    grads: Params
+    dxs: Array
+    dstate0: State
+
+
+def backward_points(T: int, k1: int, k2: int) -> list[tuple[int, int, int]]:
+    """The backward passes of BPTT(k2; k1) over T steps, in the book's 1-based time.
+
+    Returns
+    -------
+    list of (start, first_loss, end)
+        One triple per backward pass, in time order: at step ``end`` (a multiple of ``k1``, or T) the losses
+        of the steps ``first_loss .. end`` are back-propagated through the steps ``start .. end``, with
+        ``start = max(1, end - k2 + 1)``; ``first_loss`` is one past the previous pass's ``end``.
+    """
+    T = check_positive_int(T, "T")
+    k1, k2 = _check_window(k1, k2)
+    ends = list(range(k1, T + 1, k1))
+    if not ends or ends[-1] != T:
+        ends.append(T)
+    firsts = [1] + [end + 1 for end in ends[:-1]]
+    return [(max(1, end - k2 + 1), first, end) for first, end in zip(firsts, ends)]
+
+
+def tbptt(
+    cell: Cell, params: Params, xs: Array, dhs: Array, k1: int, k2: int, *, state0: State | None = None
+) -> Params:
+    """The gradient of truncated BPTT(k2; k1) with the parameters held fixed over the sequence.
+
+    Parameters
+    ----------
+    cell : Cell
+        Any cell of ``companion.cells``.
+    params : dict
+        The cell's parameters.
+    xs : array, shape (T, B, n_in)
+        Inputs, time-major.
+    dhs : array, shape (T, B, n_hidden)
+        ``dhs[t - 1]`` is the direct gradient dL_t/dh_t, as for ``companion.bptt.backward``.
+    k1 : int
+        How often a backward pass runs: after every ``k1`` steps (and after step T).
+    k2 : int
+        How far back each pass goes: through the last ``k2`` steps; ``1 <= k1 <= k2``.
+    state0 : State, optional, keyword-only
+        Initial state; zeros if omitted.
+
+    Returns
+    -------
+    dict
+        The truncated gradient, keyed like ``params``. With ``k1 = k2 = T`` (or any ``k2 >= T``) it is
+        the full BPTT gradient; with ``k1 = k2 = k`` it is what a loop that carries the state and cuts
+        the graph (``detach()``) every k steps computes.
+    """
+    return truncated_gradients(cell, params, xs, dhs, k1, k2, state0=state0).grads
+
+
+def truncated_gradients(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    dhs: Array,
+    k1: int,
+    k2: int,
+    *,
+    state0: State | None = None,
+    d_final_state: State | None = None,
+) -> TruncatedResult:
+    """``tbptt`` with everything the truncated graph gives: outputs, final state, and the gradients with
+    respect to the parameters, the inputs and the initial state.
+
+    Parameters
+    ----------
+    cell, params, xs, dhs, k1, k2, state0
+        As for ``tbptt``.
+    d_final_state : State, optional, keyword-only
+        Gradient of a loss on the final state; it joins the last backward pass, with ``dhs[T - 1]``.
+
+    Returns
+    -------
+    TruncatedResult
+    """
+    cell = check_cell(cell)
+    xs = as_float_array(xs, "xs")
+    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
+    T, B = xs.shape[:2]
+    dhs = as_float_array(dhs, "dhs")
+    check_shape(dhs, (T, B, cell.output_width), "dhs", "(T, B, n_hidden)")
+    passes = backward_points(T, k1, k2)
+    # one forward pass, in segments: a segment ends wherever a window starts or ends
+    cuts = sorted({0, T, *(start - 1 for start, _, _ in passes), *(end for _, _, end in passes)})
+    hs, segments = _forward_segments(cell, params, xs, cuts, state0)
+    params = cell.check_params(params)
+    if d_final_state is not None:
+        d_final_state = cell.check_state(d_final_state, B, "d_final_state")
+    grads: Params | None = None
+    dxs = np.zeros(xs.shape, dtype=np.result_type(dhs, hs))
+    dstate0 = cell.zero_state_grad(segments[0][2].state0)
+    for start, first_loss, end in passes:
+        window = [segment for segment in segments if start - 1 <= segment[0] < end]
+        window_dhs = np.zeros_like(dhs[start - 1:end])
+        window_dhs[first_loss - start:] = dhs[first_loss - 1:end]           # this pass's losses only
+        window_grads, window_dxs, d_state = _backward_window(
+            cell, params, window, window_dhs, d_final_state if end == T else None
+        )
+        dxs[start - 1:end] += window_dxs
+        grads = window_grads if grads is None else _add(grads, window_grads)
+        if start == 1:
+            dstate0 = _add_state(dstate0, d_state)
+    final_state = segments[-1][2].final_state
+    return TruncatedResult(hs, final_state, grads, dxs.astype(np.result_type(*grads.values()), copy=False), dstate0)
+
+
+def truncation_weights(
+    T: int,
+    *,
+    rng: np.random.Generator | int,
+    keep_probability: float | Sequence[float] = 0.9,
+    compensate: bool = True,
+) -> Array:
+    """Draw where randomized truncation cuts a graph of T steps, and the weight of each edge.
+
+    Going forward in time, the edge from state_{t-1} to step t (t = 2 .. T) is kept with probability
+    ``p_d``, where d counts the edges since the last cut (the first edge after a cut has d = 1): a
+    renewal process, as in Tallec & Ollivier's ARTBP. A kept edge gets the weight ``1 / p_d`` (with
+    ``compensate``, the default) or 1; a cut edge gets 0.
+
+    Parameters
+    ----------
+    T : int
+        The number of steps.
+    rng : numpy Generator or int, keyword-only
+        The source of the draws.
+    keep_probability : float or sequence of float, keyword-only
+        ``p_d`` in (0, 1]: one number for every d (cut lengths are then geometric with mean ``1 / (1 - p)``
+        steps), or a sequence whose entry ``d - 1`` is ``p_d`` and whose last entry serves every larger d
+        (``[1] * K + [p]`` never cuts within K edges of the last cut).
+    compensate : bool, keyword-only
+        Weight kept edges by ``1 / p_d`` (unbiased) or by 1 (the plain random truncation, biased).
+
+    Returns
+    -------
+    array, shape (T,)
+        ``weights[t - 1]`` multiplies what step t sends back to state_{t-1}; ``weights[0]`` is 1 (the edge
+        to the initial state is never cut).
+    """
+    T = check_positive_int(T, "T")
+    rng = as_rng(rng)
+    probabilities = _check_keep_probability(keep_probability)
+    weights = np.ones(T)
+    since_cut = 0
+    for t in range(1, T):
+        since_cut += 1
+        p = probabilities[min(since_cut, len(probabilities)) - 1]
+        if rng.random() < p:
+            weights[t] = 1.0 / p if compensate else 1.0
+        else:
+            weights[t] = 0.0
+            since_cut = 0
+    return weights
+
+
+def randomized_tbptt(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    dhs: Array,
+    *,
+    rng: np.random.Generator | int,
+    state0: State | None = None,
+    keep_probability: float | Sequence[float] = 0.9,
+    compensate: bool = True,
+) -> Params:
+    """One draw of the randomized truncated gradient; unbiased for full BPTT with ``compensate=True``.
+
+    The graph is cut where ``truncation_weights`` says; every kept edge multiplies the adjoint that
+    crosses it by ``1 / p_d``. A path from the loss at step s back to step t crosses the edges t+1 .. s,
+    and its weight (the product of theirs) has expectation 1, so the expected estimate is the full gradient
+    (chapter "Truncated BPTT" derives it). Its variance grows with the number of edges a path crosses.
+
+    Parameters
+    ----------
+    cell, params, xs, dhs, state0
+        As for ``tbptt``.
+    rng, keep_probability, compensate
+        As for ``truncation_weights``.
+
+    Returns
+    -------
+    dict
+        One draw of the estimate, keyed like ``params``.
+    """
+    cell = check_cell(cell)
+    params = cell.check_params(params)
+    xs = as_float_array(xs, "xs")
+    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
+    T, B = xs.shape[:2]
+    dhs = as_float_array(dhs, "dhs")
+    check_shape(dhs, (T, B, cell.output_width), "dhs", "(T, B, n_hidden)")
+    weights = truncation_weights(T, rng=rng, keep_probability=keep_probability, compensate=compensate)
+    _, cache = bptt.forward(cell, params, xs, state0, fused=False)
+    d_final_state = cell.zero_state_grad(cache.final_state)
+    dtype = np.result_type(dhs, cell.hidden(cache.final_state), *params.values())
+    grads, _, _ = bptt.backward_steps(cell, params, cache.steps, dhs, d_final_state, carry=weights.astype(dtype))
+    return grads
+
+
+def online_tbptt(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    targets: Array,
+    k1: int,
+    k2: int,
+    optimizer: Optimizer,
+    *,
+    loss: str = "mse",
+    readout: bool = True,
+    state0: State | None = None,
+    clip: float | None = None,
+) -> History:
+    """Train on one long stream with BPTT(k2; k1), updating the parameters after every backward pass.
+
+    The windows are those of ``tbptt`` (``backward_points``). At the end of each window the steps since the
+    previous update are new; the window's forward pass runs with the current parameters from the state
+    before it (carried from the earlier passes, never differentiated), its loss is the mean loss of the new
+    steps, and one optimizer step follows its backward pass. With ``k1 = k2 = k`` this is the loop that
+    feeds consecutive windows of k steps to a stateful network (``companion.train.train`` with
+    ``carry_state=True``); with ``k1 < k2`` each update looks further back than the steps it learns from.
+    With a zero learning rate the updates' gradients add up to ``tbptt``'s (for the mean losses' dhs).
+
+    Parameters
+    ----------
+    cell : Cell
+        Any cell of ``companion.cells``.
+    params : dict
+        The cell's parameters and, with ``readout``, ``W_hy`` and ``b_y`` (``companion.model.init_model``);
+        updated in place.
+    xs : array, shape (T, B, n_in)
+        The stream, time-major (B streams side by side).
+    targets : array
+        ``(T, B, n_out)`` for ``loss="mse"``, ``(T, B)`` integer class ids for ``loss="cross_entropy"``.
+    k1, k2 : int
+        As for ``tbptt``.
+    optimizer : Optimizer
+        From ``companion.optim``.
+    loss : {"mse", "cross_entropy"}, keyword-only
+        As for ``companion.model.sequence_loss_and_grads``.
+    readout : bool, keyword-only
+        As for ``companion.model.sequence_loss_and_grads``.
+    state0 : State, optional, keyword-only
+        The state before the stream; zeros if omitted.
+    clip : float, optional, keyword-only
+        Maximum global gradient norm of each update.
+
+    Returns
+    -------
+    History
+        One entry per update: the mean loss of its new steps (before the update) and its gradient norm.
+    """
+    cell = check_cell(cell)
+    loss_fn = _check_loss(loss)
+    if not callable(getattr(optimizer, "step", None)):
+        raise ValueError(f"optimizer must have a step(params, grads) method, got {optimizer!r}")
+    if clip is not None:
+        clip = check_positive_float(clip, "clip")
+    xs = as_float_array(xs, "xs")
+    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
+    T = xs.shape[0]
+    targets = np.asarray(targets)
+    if targets.shape[:2] != xs.shape[:2]:
+        raise ValueError(f"targets must start with the (T, B) = {xs.shape[:2]} of xs, got shape {targets.shape}")
+    history = History()
+    passes = backward_points(T, k1, k2)
+    carried = {0: state0}                      # the state before step t + 1, by t, for the windows to come
+    for j, (start, first_loss, end) in enumerate(passes):
+        next_start = passes[j + 1][0] if j + 1 < len(passes) else end + 1
+        cell_params, readout_params = _split(cell, params, readout)
+        cuts = sorted({start - 1, first_loss - 1, next_start - 1, end})
+        hs, segments = _forward_segments(cell, cell_params, xs, cuts, carried.pop(start - 1))
+        carried[next_start - 1] = next(cache.final_state for a, b, cache in segments if b == next_start - 1) \
+            if next_start - 1 > start - 1 else segments[0][2].state0
+        hs_new = hs[first_loss - start:]                         # the steps first_loss .. end
+        if readout_params is None:
+            value, d_new = loss_fn(hs_new, targets[first_loss - 1:end])
+            grads: Params = {}
+        else:
+            value, dys = loss_fn(readout_forward(readout_params, hs_new), targets[first_loss - 1:end])
+            grads, d_new = readout_backward(readout_params, hs_new, dys)
+        window_dhs = np.zeros(hs.shape, dtype=d_new.dtype)
+        window_dhs[first_loss - start:] = d_new
+        cell_grads, _, _ = _backward_window(cell, cell_params, segments, window_dhs, None)
+        grads.update(cell_grads)
+        grads = {key: grads[key] for key in params}
+        if clip is None:
+            grad_norm = global_norm(grads)
+        else:
+            grads, grad_norm = clip_grad_norm(grads, clip)
+        optimizer.step(params, grads)
+        history.losses.append(float(value))
+        history.grad_norms.append(grad_norm)
+    return history
+
+
+def _forward_segments(
+    cell: Cell, params: Params, xs: Array, cuts: list[int], state0: State | None
+) -> tuple[Array, list[tuple[int, int, bptt.SequenceCache]]]:
+    """``bptt.forward`` over the steps ``cuts[0] + 1 .. cuts[-1]``, one call per segment between
+    consecutive cuts, each starting from the previous one's final state.
+
+    Returns the outputs ``(cuts[-1] - cuts[0], B, n_hidden)`` and, in time order, ``(a, b, cache)`` for the
+    segment of the steps ``a + 1 .. b``.
+    """
+    outputs, segments, state = [], [], state0
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        hs, cache = bptt.forward(cell, params, xs[a:b], state)
+        outputs.append(hs)
+        segments.append((a, b, cache))
+        state = cache.final_state
+    return np.concatenate(outputs), segments
+
+
+def _backward_window(
+    cell: Cell,
+    params: Params,
+    segments: list[tuple[int, int, bptt.SequenceCache]],
+    dhs: Array,
+    d_final_state: State | None,
+) -> tuple[Params, Array, State]:
+    """``bptt.backward`` through consecutive segments, last to first, chained through ``d_final_state``.
+
+    ``dhs`` covers the steps of all the segments, ``(b_last - a_first, B, n_hidden)``. Returns the summed
+    parameter gradients, dL/dx for those steps and dL/d(the state before the first segment).
+    """
+    offset = segments[0][0]
+    grads: Params | None = None
+    dxs = np.empty((dhs.shape[0],) + segments[0][2].xs.shape[1:], dtype=np.result_type(dhs, *params.values()))
+    d_state = d_final_state
+    for a, b, cache in reversed(segments):
+        segment_grads, dxs[a - offset:b - offset], d_state = bptt.backward(
+            cell, params, cache, dhs[a - offset:b - offset], d_final_state=d_state
+        )
+        grads = segment_grads if grads is None else _add(grads, segment_grads)
+    return grads, dxs, d_state
+
+
+def _check_window(k1: object, k2: object) -> tuple[int, int]:
+    k1 = check_positive_int(k1, "k1")
+    k2 = check_positive_int(k2, "k2")
+    if k2 < k1:
+        raise ValueError(f"k2 must be at least k1 (each backward pass must reach the losses it carries), got k1={k1}, k2={k2}")
+    return k1, k2
+
+
+def _check_keep_probability(value: object) -> list[float]:
+    values = np.atleast_1d(np.asarray(value, dtype=object))
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"keep_probability must be a number or a non-empty 1-D sequence of numbers in (0, 1], got {value!r}")
+    probabilities = []
+    for entry in values:
+        if isinstance(entry, (bool, np.bool_)) or not isinstance(entry, (int, float, np.integer, np.floating)):
+            raise ValueError(f"keep_probability must hold numbers in (0, 1], got {value!r}")
+        if not 0.0 < float(entry) <= 1.0:
+            raise ValueError(f"keep_probability must lie in (0, 1] (the probability of not cutting), got {value!r}")
+        probabilities.append(float(entry))
+    return probabilities
+
+
+def _add(total: Params, more: Params) -> Params:
+    for key, value in more.items():
+        total[key] = total[key] + value
+    return total
+
+
+def _add_state(total: State, more: State) -> State:
+    if isinstance(total, np.ndarray):
+        return total + more
+    return tuple(a + b for a, b in zip(total, more))
