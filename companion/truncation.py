@@ -257,6 +257,115 @@ def randomized_tbptt(
     return grads
 
 
+class TruncationChoice(NamedTuple):
+    """What ``choose_k2`` found.
+
+    Attributes
+    ----------
+    k2 : int
+        The smallest window whose predicted relative bias is at most the tolerance (T if none is).
+    decay : float
+        beta, the fitted factor by which the adjoint's norm shrinks per step back (>= 1: it does not decay).
+    adjoint_norms : array, shape (T,)
+        phi_k = the mean over the batch of ||dL_T/d(state_{T-k})||, for k = 0 .. T - 1.
+    predicted_bias : array, shape (T,)
+        ``predicted_bias[K - 1]``: the relative bias rho(K) that the fit predicts for k2 = K.
+    """
+
+    k2: int
+    decay: float
+    adjoint_norms: Array
+    predicted_bias: Array
+
+
+def choose_k2(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    dhs: Array,
+    *,
+    tolerance: float,
+    state0: State | None = None,
+    burn_in: int = 1,
+) -> TruncationChoice:
+    """Choose the truncation window from how fast the adjoint decays (after Aicher, Foti & Fox 2019).
+
+    The loss at the last step, ``dhs[T - 1]``, is back-propagated through the whole sequence
+    (``bptt.state_adjoints``); phi_k is the norm of its adjoint k steps back. A straight line fitted to
+    log phi_k over k = ``burn_in`` .. T - 1 gives the decay factor beta; if beta < 1 the part of the sum
+    of phi_k that a window of K steps leaves out is predicted as the geometric tail
+    phi_burn_in * beta**(K - burn_in) / (1 - beta) (plus the measured phi_k for K <= k < burn_in), and the relative bias as
+    rho(K) = tail(K) / (sum_{k < K} phi_k + tail(K)). The choice is the smallest K with rho(K) <= ``tolerance``.
+    This is a heuristic: the chapter measures the true bias of the window it picks.
+
+    Parameters
+    ----------
+    cell, params, xs, dhs, state0
+        As for ``tbptt``; only ``dhs[T - 1]`` is used.
+    tolerance : float, keyword-only
+        The largest acceptable relative bias, in (0, 1).
+    burn_in : int, keyword-only
+        The first lag of the fit (the decay is often not geometric at the first few lags); at most T - 2.
+
+    Returns
+    -------
+    TruncationChoice
+    """
+    cell = check_cell(cell)
+    tolerance = check_positive_float(tolerance, "tolerance")
+    if tolerance >= 1:
+        raise ValueError(f"tolerance must lie in (0, 1), got {tolerance!r}")
+    xs = as_float_array(xs, "xs")
+    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
+    T, B = xs.shape[:2]
+    dhs = as_float_array(dhs, "dhs")
+    check_shape(dhs, (T, B, cell.output_width), "dhs", "(T, B, n_hidden)")
+    burn_in = check_positive_int(burn_in, "burn_in")
+    if burn_in > T - 2:
+        raise ValueError(f"burn_in must be at most T - 2 = {T - 2} (the fit needs two lags), got {burn_in}")
+    last_loss = np.zeros_like(dhs)
+    last_loss[-1] = dhs[-1]
+    _, cache = bptt.forward(cell, params, xs, state0, fused=False)
+    adjoints = bptt.state_adjoints(cell, params, cache, last_loss)          # (T + 1, B, width) or parts
+    parts = adjoints if isinstance(adjoints, tuple) else (adjoints,)
+    joined = np.concatenate(parts, axis=-1)[1:][::-1]                        # entry k: state_{T-k}
+    norms = np.linalg.norm(joined, axis=-1).mean(axis=1)                     # phi_k, k = 0 .. T - 1
+    lags = np.arange(burn_in, T)
+    if np.any(norms[lags] <= 0):
+        raise ValueError("the last step's loss must reach every state: dhs[T - 1] is zero or an adjoint vanished")
+    slope = np.polyfit(lags, np.log(norms[lags]), 1)[0]
+    decay = float(np.exp(slope))
+    sizes = np.arange(1, T + 1)
+    kept = np.cumsum(norms)[sizes - 1] - norms[sizes - 1]                    # sum_{k < K} phi_k
+    if decay < 1:
+        geometric = norms[burn_in] * decay ** (np.maximum(sizes, burn_in) - burn_in) / (1 - decay)
+        measured = np.concatenate([np.cumsum(norms[:burn_in][::-1])[::-1], np.zeros(T - burn_in + 1)])
+        tail = geometric + measured[sizes]                  # sum_{k >= K} phi_k: measured below burn_in
+        bias = tail / (kept + tail)
+        meets = np.flatnonzero(bias <= tolerance)
+        k2 = int(sizes[meets[0]]) if meets.size else T
+    else:
+        bias = np.ones(T)
+        k2 = T
+    return TruncationChoice(k2, decay, norms, bias)
+
+
+def adaptive_tbptt(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    dhs: Array,
+    k1: int,
+    *,
+    tolerance: float,
+    state0: State | None = None,
+    burn_in: int = 1,
+) -> tuple[Params, TruncationChoice]:
+    """``tbptt`` with k2 chosen by ``choose_k2`` (at least ``k1``): ``(grads, choice)``."""
+    choice = choose_k2(cell, params, xs, dhs, tolerance=tolerance, state0=state0, burn_in=burn_in)
+    return tbptt(cell, params, xs, dhs, k1, max(check_positive_int(k1, "k1"), choice.k2), state0=state0), choice
+
+
 def online_tbptt(
     cell: Cell,
     params: Params,
