@@ -10,6 +10,7 @@ needs it is called, so both stay optional:
 * ``torch_ref``: exact weight exchange with torch's modules, and torch-autograd reference gradients;
 * ``readout``, ``losses``, ``model``: a linear readout, the losses, and a cell with both;
 * ``optim``, ``train``, ``tasks``: optimizers and clipping, the training loop, the course's data;
+* ``truncation``: truncated BPTT(k2; k1), online, randomized (unbiased) and adaptive truncation;
 * ``plots``, ``diagrams``: the figures' house style, and the drawn LSTM and GRU cells.
 """
 from . import (
@@ -26,10 +27,11 @@ from . import (
     tasks,
     torch_ref,
     train,
+    truncation,
 )
 
 __all__ = [
     "bptt", "cells", "diagrams", "fused", "gradcheck", "losses", "model", "optim", "plots", "readout",
-    "tasks", "torch_ref", "train",
+    "tasks", "torch_ref", "train", "truncation",
 ]
 __version__ = "0.1.0"

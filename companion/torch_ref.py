@@ -30,6 +30,7 @@ from .types import Array, Params, State
 from .validation import as_float_array, check_shape
 
 _GATES = {Elman: ("h",), LSTM: ("i", "f", "g", "o"), GRU: ("r", "z", "n")}
+_TORCH_NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")   # one layer's arrays, in order
 
 
 def _stack(params: Params, keys: list[str]) -> Array:
@@ -92,7 +93,7 @@ def _companion_params(cell: Cell, arrays: dict[str, Array], *, gradients: bool) 
     For parameters, a bias that torch splits in two is the sum of both halves; for gradients, the
     gradient of that one bias equals the gradient of either half, so ``bias_ih_l0``'s is taken.
     """
-    W_ih, W_hh, b_ih, b_hh = (arrays[name] for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"))
+    W_ih, W_hh, b_ih, b_hh = (arrays[name] for name in _TORCH_NAMES)
     if isinstance(cell, Elman):
         return {"W_xh": W_ih, "W_hh": W_hh, "b_h": b_ih if gradients else b_ih + b_hh}
     gates = _GATES[type(cell)]
@@ -151,8 +152,30 @@ def from_torch(cell: Cell, module) -> Params:
     if isinstance(cell, Elman) and module.nonlinearity != cell.nonlinearity:
         raise ValueError(f"module's nonlinearity {module.nonlinearity!r} differs from the cell's {cell.nonlinearity!r}")
     arrays = {name: getattr(module, name).detach().to(torch.float64).cpu().numpy().copy()
-              for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")}
+              for name in _TORCH_NAMES}
     return _companion_params(cell, arrays, gradients=False)
+
+
+def grads_from_torch(cell: Cell, module) -> Params:
+    """The gradients that autograd accumulated in ``module``'s ``.grad``, as a companion gradient dict.
+
+    Parameters
+    ----------
+    cell : Elman, LSTM or GRU (variant "torch")
+        The cell whose parameters the module holds (``to_torch``).
+    module : torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU
+        One layer, after one or more ``backward()`` calls.
+
+    Returns
+    -------
+    dict
+        dL/dtheta keyed like ``cell.param_shapes()``, float64 copies.
+    """
+    missing = [name for name in _TORCH_NAMES if getattr(module, name).grad is None]
+    if missing:
+        raise ValueError(f"module has no gradient for {missing}: call backward() on a loss of its outputs first")
+    arrays = {name: getattr(module, name).grad.detach().numpy().astype(np.float64) for name in _TORCH_NAMES}
+    return _companion_params(cell, arrays, gradients=True)
 
 
 def rnn_autograd_gradients(
@@ -195,8 +218,6 @@ def rnn_autograd_gradients(
     initial = [torch.tensor(np.asarray(part, dtype=np.float64)[None], requires_grad=True) for part in parts]
     hs, _ = module(x, tuple(initial) if isinstance(cell, LSTM) else initial[0])
     (hs * torch.tensor(dhs.astype(np.float64))).sum().backward()
-    grad_arrays = {name: getattr(module, name).grad.numpy().copy()
-                   for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")}
-    grads = _companion_params(cell, grad_arrays, gradients=True)
+    grads = grads_from_torch(cell, module)
     dstate = [part.grad.numpy()[0].copy() for part in initial]
     return hs.detach().numpy(), grads, x.grad.numpy().copy(), tuple(dstate) if isinstance(cell, LSTM) else dstate[0]

@@ -101,8 +101,9 @@ def tbptt(
     -------
     dict
         The truncated gradient, keyed like ``params``. With ``k1 = k2 = T`` (or any ``k2 >= T``) it is
-        the full BPTT gradient; with ``k1 = k2 = k`` it is what a loop that carries the state and cuts
-        the graph (``detach()``) every k steps computes.
+        the full BPTT gradient; with ``k1 = k2 = k`` and k dividing T it is what a loop that carries the
+        state and cuts the graph (``detach()``) every k steps computes (if k does not divide T, the pass
+        at T still reaches back k steps, past the loop's last, shorter chunk).
     """
     return truncated_gradients(cell, params, xs, dhs, k1, k2, state0=state0).grads
 
