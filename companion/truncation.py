@@ -337,7 +337,7 @@ def choose_k2(
     slope = np.polyfit(lags, np.log(norms[lags]), 1)[0]
     decay = float(np.exp(slope))
     sizes = np.arange(1, T + 1)
-    kept = np.cumsum(norms)[sizes - 1] - norms[sizes - 1]                    # sum_{k < K} phi_k
+    kept = np.cumsum(norms)[sizes - 1]                                       # sum_{k < K} phi_k
     if decay < 1:
         geometric = norms[burn_in] * decay ** (np.maximum(sizes, burn_in) - burn_in) / (1 - decay)
         measured = np.concatenate([np.cumsum(norms[:burn_in][::-1])[::-1], np.zeros(T - burn_in + 1)])
@@ -385,11 +385,12 @@ def online_tbptt(
 
     The windows are those of ``tbptt`` (``backward_points``). At the end of each window the steps since the
     previous update are new; the window's forward pass runs with the current parameters from the state
-    before it (carried from the earlier passes, never differentiated), its loss is the mean loss of the new
-    steps, and one optimizer step follows its backward pass. With ``k1 = k2 = k`` this is the loop that
-    feeds consecutive windows of k steps to a stateful network (``companion.train.train`` with
-    ``carry_state=True``); with ``k1 < k2`` each update looks further back than the steps it learns from.
-    With a zero learning rate the updates' gradients add up to ``tbptt``'s (for the mean losses' dhs).
+    before it (as the most recent forward pass through that step computed it, never differentiated), its
+    loss is the mean loss of the new steps, and one optimizer step follows its backward pass. With
+    ``k1 = k2 = k`` and k dividing T this is the loop that feeds consecutive windows of k steps to a
+    stateful network (``companion.train.train`` with ``carry_state=True``); with ``k1 < k2`` each update
+    looks further back than the steps it learns from. Each update's gradient is that of its window in
+    ``tbptt``, for the direct gradients of its mean loss.
 
     Parameters
     ----------

@@ -19,8 +19,8 @@ with and without ``d_final_state``, final state and dtypes included; and every m
 too, must keep the contract (state0 None is the zero state, float32 in gives float32 out, the inputs
 are not modified).
 
-**How a later algorithm joins the table**: one entry in ``METHODS``, e.g. for truncated BPTT with
-k2 >= T (which must then equal full BPTT)::
+**How a later algorithm joins the table**: one entry in ``METHODS``, as truncated BPTT did with
+k2 >= T (which must then equal full BPTT; the entry "truncated-k2>=T" below)::
 
     def _truncated_k2_at_least_T(cell, params, xs, state0, dhs, d_final_state):
         ...                                     # call the chapter's function with k1 = 1, k2 = T
@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.testing import assert_allclose
 
-from companion import bptt
+from companion import bptt, truncation
 from companion.fused import fused_path
 
 from helpers import state_parts
@@ -83,6 +83,19 @@ def split_method(forward: Callable[..., tuple], applies: Callable[[Any], bool] =
     return GradientMethod(run, applies, forward)
 
 
+def _truncated(k1_of: Callable[[int], int]) -> Callable[..., Result]:
+    """``companion.truncation.truncated_gradients`` with ``k2 = T`` and ``k1 = k1_of(T)``: every window
+    reaches step 1, so the truncated graph is the whole graph (run only: no separate forward half)."""
+
+    def run(cell, params, xs, state0, dhs, d_final_state=None) -> Result:
+        T = np.shape(xs)[0]
+        result = truncation.truncated_gradients(cell, params, xs, dhs, k1=k1_of(T), k2=T, state0=state0,
+                                                d_final_state=d_final_state)
+        return Result(result.hs, result.final_state, result.grads, result.dxs, result.dstate0)
+
+    return run
+
+
 def _bptt_forward(fused: bool) -> Callable[..., tuple]:
     """The forward half of one path of ``companion.bptt``, asserting that the path asked for really ran."""
 
@@ -106,6 +119,10 @@ METHODS: dict[str, GradientMethod] = {
     "steps": split_method(_bptt_forward(fused=False)),
     # companion.fused: the exact classes Elman, LSTM and GRU (never Jordan, never a subclass)
     "fused": split_method(_bptt_forward(fused=True), applies=lambda cell: fused_path(cell) is not None),
+    # companion.truncation, BPTT(k2; k1) with k2 = T: a backward pass after every step (k1 = 1), each
+    # through the whole prefix, and one window (k1 = k2 = T); both are full BPTT
+    "truncated-k2>=T": GradientMethod(_truncated(lambda T: 1)),
+    "truncated-k1=k2=T": GradientMethod(_truncated(lambda T: T)),
 }
 
 

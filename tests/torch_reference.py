@@ -3,6 +3,9 @@
 and the helpers around ``companion.torch_ref`` (whose torch modules exist for the Elman network with
 tanh or relu, the LSTM and the torch variant of the GRU only).
 
+``detach_tbptt_gradients`` is truncated BPTT(k2; k1) written with ``detach()``, the reference of
+test_truncation.py.
+
 This module needs torch: a test module imports it after ``pytest.importorskip("torch")``. (The speed
 benchmark, benchmarks/bptt_speed.py, keeps its own forward loop.)
 """
@@ -112,6 +115,61 @@ def loop_gradients(cell, params, xs, state0, dhs, g_final=None):
     grads = {**{key: value.grad.numpy() for key, value in p.items()}, "xs": x.grad.numpy(),
              **state_entries("state0", dstate0 if len(dstate0) > 1 else dstate0[0])}
     return hs.detach().numpy(), grads
+
+
+def detach_tbptt_gradients(cell, params, xs, state0, dhs, k1, k2, g_final=None):
+    """Truncated BPTT(k2; k1) the way a torch user writes it: one forward pass with fixed parameters,
+    and at every step t that is a multiple of ``k1`` (and at t = T) a backward pass of the losses
+    sum(h_s * dhs[s - 1]) of the steps since the previous such point, through the window of steps
+    max(1, t - k2 + 1) .. t re-run from the ``detach()``-ed state before it (so that state is a constant
+    and no gradient crosses it); ``g_final`` (on the final state) joins the last pass. The gradients of
+    the passes accumulate in the leaves' ``.grad``.
+
+    Written from Williams & Peng's definition, independently of ``companion.truncation``. Returns
+    ``(hs, grads)`` in the layout of ``loop_gradients``: the params' keys, "xs" (the sum over the windows
+    that contain a step) and the state0 entries (only windows that start at step 1 reach the initial state).
+    """
+    step = step_of(cell)
+    T = xs.shape[0]
+    p = {key: _leaf(value) for key, value in params.items()}
+    x = _leaf(xs)
+    parts0 = [_leaf(part) for part in state_parts(state0)]
+    pack = (lambda parts: tuple(parts) if len(parts) > 1 else parts[0])
+    d = torch.from_numpy(dhs)
+    # the forward pass over the whole sequence, with no graph: the states a window starts from
+    states, outputs = [pack(parts0)], []
+    with torch.no_grad():
+        state = pack(parts0)
+        for t in range(T):
+            h, state = step(p, x[t], state)
+            outputs.append(h)
+            states.append(state)
+    ends = [t for t in range(1, T + 1) if t % k1 == 0 or t == T]
+    previous_end = 0
+    for end in ends:
+        start = max(1, end - k2 + 1)
+        if start == 1:
+            state = pack(parts0)                                          # the leaf: dstate0 flows
+        else:
+            state = pack([part.detach() for part in state_parts(states[start - 1])])   # a constant
+        loss = torch.zeros((), dtype=torch.float64)
+        for t in range(start, end + 1):                                  # 1-based steps of the window
+            h, state = step(p, x[t - 1], state)
+            if t > previous_end:                                          # this pass's losses only
+                loss = loss + (h * d[t - 1]).sum()
+        if end == T and g_final is not None:
+            for part, g in zip(state_parts(state), state_parts(g_final), strict=True):
+                loss = loss + (part * torch.from_numpy(g)).sum()
+        loss.backward()
+        previous_end = end
+
+    def grad_of(leaf):
+        return np.zeros(tuple(leaf.shape)) if leaf.grad is None else leaf.grad.numpy()
+
+    dstate0 = tuple(grad_of(part) for part in parts0)
+    grads = {**{key: grad_of(value) for key, value in p.items()}, "xs": grad_of(x),
+             **state_entries("state0", dstate0 if len(dstate0) > 1 else dstate0[0])}
+    return torch.stack(outputs).numpy(), grads
 
 
 def module_gradients(cell, params, xs, state0, dhs):
