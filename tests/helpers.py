@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numpy.testing import assert_array_equal
 
 from companion import bptt
 from companion.cells import GRU, LSTM, Elman, Jordan
@@ -254,3 +255,21 @@ def make_kind_problem(kind: str, shape: tuple, *, zero_state: bool = False, dhs_
     if kind == "jordan":
         return make_jordan_problem(T, B, n_in, H, n_out, **options)
     return make_gated_problem(kind, T, B, n_in, H, **options)
+
+
+def snapshot(*arrays) -> list:
+    """Copies of arrays, dicts of arrays and states, to compare with ``assert_unchanged`` later."""
+    return [{key: value.copy() for key, value in a.items()} if isinstance(a, dict)
+            else [part.copy() for part in state_parts(a)] for a in arrays]
+
+
+def assert_unchanged(saved: list, *arrays) -> None:
+    """Each of ``arrays`` equals, bit for bit, its copy in ``saved = snapshot(*arrays)``."""
+    for copy, a in zip(saved, arrays, strict=True):
+        if isinstance(a, dict):
+            assert list(a) == list(copy)
+            for key in a:
+                assert_array_equal(a[key], copy[key], err_msg=key)
+        else:
+            for part, part_copy in zip(state_parts(a), copy, strict=True):
+                assert_array_equal(part, part_copy)

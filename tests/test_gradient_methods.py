@@ -24,6 +24,7 @@ from helpers import (
     SMALL_SHAPES,
     TIGHT,
     analytic_gradients,
+    assert_unchanged,
     gradcheck_errors,
     make_cell,
     make_dhs,
@@ -31,6 +32,7 @@ from helpers import (
     make_problem,
     random_state,
     seeded,
+    snapshot,
     shape_id,
     state_entries,
     state_parts,
@@ -155,17 +157,9 @@ def test_inputs_are_not_modified_and_outputs_are_not_aliased(name, kind, shape):
     returned outputs in place (``hs -= targets``) between them leaves the gradients unchanged."""
     cell, params, xs, state0, dhs = make_kind_problem(kind, shape)
     g = random_state(cell, seeded("untouched", name, kind), xs.shape[1])
-    saved = [{k: v.copy() for k, v in params.items()}, xs.copy(), [p.copy() for p in state_parts(state0)],
-             dhs.copy(), [p.copy() for p in state_parts(g)]]
+    saved = snapshot(params, xs, state0, dhs, g)
     _run(name, cell, params, xs, state0, dhs, g)
-    for key in params:
-        assert_array_equal(params[key], saved[0][key], err_msg=key)
-    assert_array_equal(xs, saved[1])
-    for part, copy in zip(state_parts(state0), saved[2], strict=True):
-        assert_array_equal(part, copy)
-    assert_array_equal(dhs, saved[3])
-    for part, copy in zip(state_parts(g), saved[4], strict=True):
-        assert_array_equal(part, copy)
+    assert_unchanged(saved, params, xs, state0, dhs, g)
     forward = METHODS[name].forward
     if forward is None:
         return

@@ -28,7 +28,9 @@ from companion.optim import SGD
 from companion.readout import readout_backward, readout_forward
 from companion.train import train
 
-from helpers import CELL_KINDS, TIGHT, make_kind_problem, random_state, seeded, state_entries, state_parts
+from helpers import (
+    CELL_KINDS, TIGHT, assert_unchanged, make_kind_problem, random_state, seeded, snapshot, state_entries, state_parts,
+)
 
 REL_TOL = 1e-10                 # "relative error below 1e-10": one float64 quantity computed two ways
 # a truncated and a full gradient must differ by far more than REL_TOL, else agreeing to REL_TOL with a
@@ -252,34 +254,18 @@ def test_k1_equal_k2_not_dividing_T_reaches_back_k2_at_the_end(kind):
 
 
 # ----- the contract: inputs untouched, dtypes ----------------------------------------------------------------
-def _copies(params, xs, state0, dhs):
-    return ({key: value.copy() for key, value in params.items()}, xs.copy(),
-            [part.copy() for part in state_parts(state0)], dhs.copy())
-
-
-def _assert_unchanged(saved, params, xs, state0, dhs):
-    for key in params:
-        assert_array_equal(params[key], saved[0][key], err_msg=key)
-    assert_array_equal(xs, saved[1])
-    for part, copy in zip(state_parts(state0), saved[2], strict=True):
-        assert_array_equal(part, copy)
-    assert_array_equal(dhs, saved[3])
-
-
 @pytest.mark.parametrize("kind", CELL_KINDS)
 def test_inputs_are_not_modified(kind):
     """tbptt, truncated_gradients (with a final-state gradient), randomized_tbptt and choose_k2 leave the
     parameters, inputs, initial state and loss gradients alone."""
     cell, params, xs, state0, dhs = make_kind_problem(kind, (7, 2, 2, 3, None), seed=12)
     g = random_state(cell, seeded("untouched g", kind), 2)
-    saved, saved_g = _copies(params, xs, state0, dhs), [part.copy() for part in state_parts(g)]
+    saved = snapshot(params, xs, state0, dhs, g)
     truncation.tbptt(cell, params, xs, dhs, 2, 3, state0=state0)
     truncation.truncated_gradients(cell, params, xs, dhs, 2, 3, state0=state0, d_final_state=g)
     truncation.randomized_tbptt(cell, params, xs, dhs, rng=0, state0=state0, keep_probability=0.5)
     truncation.choose_k2(cell, params, xs, dhs, tolerance=0.1, state0=state0)
-    _assert_unchanged(saved, params, xs, state0, dhs)
-    for part, copy in zip(state_parts(g), saved_g, strict=True):
-        assert_array_equal(part, copy)
+    assert_unchanged(saved, params, xs, state0, dhs, g)
 
 
 def _as32(state):
