@@ -125,6 +125,7 @@ def backward(
     dhs: Array,
     *,
     d_final_state: State | None = None,
+    carry: Array | None = None,
 ) -> tuple[Params, Array, State]:
     """Backpropagate through the whole sequence that ``forward`` ran.
 
@@ -139,6 +140,10 @@ def backward(
         readout at step t); zero where the loss does not look at h_t.
     d_final_state : State, optional, keyword-only
         Gradient arriving at the final state from beyond the sequence (truncated BPTT passes it on).
+    carry : array, shape (T,), optional, keyword-only
+        A weight on every recurrent edge: what step t sends back to state_{t-1} is multiplied by
+        ``carry[t - 1]`` (0 cuts the graph there; randomized truncation, ``companion.truncation``). Runs
+        the step loop, recomputing the steps first if the cache comes from a fused path.
 
     Returns
     -------
@@ -150,6 +155,10 @@ def backward(
         dL/d(state0), with the structure of the state.
     """
     cell, params, cache, dhs, d_final_state = _check_backward_arguments(cell, params, cache, dhs, d_final_state)
+    if carry is not None:
+        carry = as_float_array(carry, "carry")
+        check_shape(carry, (cache.length,), "carry", "(T,)")
+        return backward_steps(cell, params, _step_caches(cell, params, cache), dhs, d_final_state, carry=carry)
     if cache.fused is not None:
         return cache.fused.backward(cell, params, cache.fused_cache, dhs, d_final_state)
     return backward_steps(cell, params, cache.steps, dhs, d_final_state)
@@ -183,11 +192,8 @@ def state_adjoints(
         of such arrays, one per part.
     """
     cell, params, cache, dhs, d_final_state = _check_backward_arguments(cell, params, cache, dhs, d_final_state)
-    steps = cache.steps
-    if steps is None:
-        _, _, steps = forward_steps(cell, params, cache.xs, cache.state0)
     adjoints: list[State] = []
-    backward_steps(cell, params, steps, dhs, d_final_state, adjoints=adjoints)
+    backward_steps(cell, params, _step_caches(cell, params, cache), dhs, d_final_state, adjoints=adjoints)
     adjoints.reverse()                       # recorded from t = T down to t = 0
     if len(cell.state_widths) == 1:
         return np.stack(adjoints)
@@ -225,6 +231,8 @@ def backward_steps(
     """
     T, B = dhs.shape[:2]
     dtype = np.result_type(dhs, cell.hidden(d_final_state), *params.values())
+    if carry is not None:
+        carry = carry.astype(dtype, copy=False)   # the weights do not change the gradients' dtype
     grads = {key: np.zeros(value.shape, dtype=dtype) for key, value in params.items()}
     dxs = np.empty((T, B, cell.n_in), dtype=dtype)
     d_state = d_final_state                  # dL/d(state_T) from beyond the sequence
@@ -241,6 +249,13 @@ def backward_steps(
     if adjoints is not None:
         adjoints.append(d_state)
     return grads, dxs, d_state
+
+
+def _step_caches(cell: Cell, params: Params, cache: SequenceCache) -> list[Any]:
+    """The step loop's caches of a sequence: kept by the step loop, recomputed for a fused cache."""
+    if cache.steps is not None:
+        return cache.steps
+    return forward_steps(cell, params, cache.xs, cache.state0)[2]
 
 
 def _check_cell_and_params(cell: object, params: object) -> tuple[Cell, Params]:

@@ -243,19 +243,9 @@ def randomized_tbptt(
     dict
         One draw of the estimate, keyed like ``params``.
     """
-    cell = check_cell(cell)
-    params = cell.check_params(params)
-    xs = as_float_array(xs, "xs")
-    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
-    T, B = xs.shape[:2]
-    dhs = as_float_array(dhs, "dhs")
-    check_shape(dhs, (T, B, cell.output_width), "dhs", "(T, B, n_hidden)")
-    weights = truncation_weights(T, rng=rng, keep_probability=keep_probability, compensate=compensate)
     _, cache = bptt.forward(cell, params, xs, state0, fused=False)
-    d_final_state = cell.zero_state_grad(cache.final_state)
-    dtype = np.result_type(dhs, cell.hidden(cache.final_state), *params.values())
-    grads, _, _ = bptt.backward_steps(cell, params, cache.steps, dhs, d_final_state, carry=weights.astype(dtype))
-    return grads
+    weights = truncation_weights(cache.length, rng=rng, keep_probability=keep_probability, compensate=compensate)
+    return bptt.backward(cell, params, cache, dhs, carry=weights)[0]
 
 
 class TruncationChoice(NamedTuple):

@@ -791,6 +791,33 @@ def test_online_does_not_modify_the_stream():
         assert_array_equal(part, copy)
 
 
+# ----- bptt.backward's carry: a weight on every recurrent edge --------------------------------------------------
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "step-loop"])
+@pytest.mark.parametrize("kind", CELL_KINDS)
+def test_carry_of_ones_is_plain_backward_and_a_zero_splits_the_sequence(kind, fused):
+    """``bptt.backward(..., carry=ones)`` is the plain backward pass (from a fused cache too); a zero at
+    edge k + 1 makes it the sum of two independent backward passes over steps 1..k and k+1..T, the second
+    starting from the carried state: nothing crosses the cut."""
+    cell, params, xs, state0, dhs = make_kind_problem(kind, (7, 2, 2, 3, None), seed=21)
+    _, cache = bptt.forward(cell, params, xs, state0, fused=fused)
+    plain = bptt.backward(cell, params, cache, dhs)
+    ones = bptt.backward(cell, params, cache, dhs, carry=np.ones(7))
+    for key in plain[0]:
+        assert_allclose(ones[0][key], plain[0][key], **TIGHT, err_msg=key)
+    assert_allclose(ones[1], plain[1], **TIGHT)
+    k = 3
+    cut = np.ones(7)
+    cut[k] = 0.0                                           # edge state_k -> step k + 1
+    grads, dxs, _ = bptt.backward(cell, params, cache, dhs, carry=cut)
+    _, head = bptt.forward(cell, params, xs[:k], state0)
+    _, tail = bptt.forward(cell, params, xs[k:], head.final_state)
+    head_grads, head_dxs, _ = bptt.backward(cell, params, head, dhs[:k])
+    tail_grads, tail_dxs, _ = bptt.backward(cell, params, tail, dhs[k:])
+    for key in grads:
+        assert_allclose(grads[key], head_grads[key] + tail_grads[key], **TIGHT, err_msg=key)
+    assert_allclose(dxs, np.concatenate([head_dxs, tail_dxs]), **TIGHT)
+
+
 # ----- bad input ---------------------------------------------------------------------------------------------
 def _bad_input_cases():
     cell = Elman(2, 3)
@@ -865,6 +892,10 @@ def _bad_input_cases():
          "loss must be one of"),
         ("online-clip", lambda: truncation.online_tbptt(cell, model, xs, targets, 2, 3, SGD(0.1), clip=0),
          "clip must be a finite positive number"),
+        ("backward-carry-length", lambda: bptt.backward(cell, params, bptt.forward(cell, params, xs)[1], dhs,
+                                                        carry=np.ones(T - 1)), r"carry must have shape \(T,\)"),
+        ("backward-carry-nan", lambda: bptt.backward(cell, params, bptt.forward(cell, params, xs)[1], dhs,
+                                                     carry=np.full(T, np.nan)), "carry contains"),
     ]
 
 
