@@ -10,7 +10,7 @@ inside it) is used with ``readout=False``: the loss then looks at h_t directly.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -25,7 +25,8 @@ LOSSES = {"mse": mse, "cross_entropy": softmax_cross_entropy}
 """name -> loss function ``(ys, targets) -> (loss, dys)``."""
 
 
-def _check_loss(loss: object):
+def check_loss(loss: object) -> Callable[[Array, Array], tuple[float, Array]]:
+    """The loss function named ``loss`` (a key of ``LOSSES``), or ``ValueError`` naming ``loss``."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
     return LOSSES[loss]
@@ -78,8 +79,12 @@ def init_model(cell: Cell, n_out: int, rng: np.random.Generator | int) -> Params
     return params
 
 
-def _split(cell: Cell, params: object, readout: bool) -> tuple[Params, Params | None]:
-    """Split a model's flat parameter dict into the cell's and the readout's (``None`` without readout)."""
+def split_params(cell: Cell, params: object, readout: bool) -> tuple[Params, Params | None]:
+    """Split a model's flat parameter dict into the cell's and the readout's (``None`` without readout).
+
+    Raises ``ValueError`` naming ``params`` unless its keys are exactly the cell's (and ``W_hy``, ``b_y``
+    with ``readout``). The arrays are not copied: an optimizer step on the model's dict shows in both.
+    """
     if not isinstance(params, Mapping):
         raise ValueError(f"params must be a dict of arrays, got {type(params).__name__}")
     if readout:
@@ -120,9 +125,43 @@ def predict(cell: Cell, params: Params, xs: Array, state0: State | None = None, 
         these are the logits.
     """
     cell = check_cell(cell)
-    cell_params, readout_params = _split(cell, params, readout)
+    cell_params, readout_params = split_params(cell, params, readout)
     hs, _ = bptt.forward(cell, cell_params, xs, state0)                      # (T, B, H)
     return hs if readout_params is None else readout_forward(readout_params, hs)
+
+
+def output_loss_and_grads(
+    readout_params: Params | None, hs: Array, targets: Array, *, loss: str = "mse"
+) -> tuple[float, Params, Array]:
+    """The loss of some steps' outputs h_t, through the readout if there is one, and its gradients.
+
+    Parameters
+    ----------
+    readout_params : dict or None
+        ``W_hy`` and ``b_y`` (the second half of ``split_params``); ``None``: the loss looks at h_t itself.
+    hs : array, shape (S, B, H)
+        The outputs of the S steps that have a loss.
+    targets : array
+        ``(S, B, n_out)`` for ``loss="mse"``, ``(S, B)`` integer class ids for ``loss="cross_entropy"``.
+    loss : {"mse", "cross_entropy"}, keyword-only
+        As for ``sequence_loss_and_grads`` (a mean over the S steps).
+
+    Returns
+    -------
+    loss : float
+    readout_grads : dict
+        dL/dW_hy and dL/db_y (empty without a readout).
+    dhs : array, shape (S, B, H)
+        dL/dh_t of each step: the ``dhs`` that ``companion.bptt.backward`` takes.
+    """
+    loss_fn = check_loss(loss)
+    if readout_params is None:
+        value, dhs = loss_fn(hs, targets)
+        return value, {}, dhs
+    ys = readout_forward(readout_params, hs)                                 # (S, B, n_out)
+    value, dys = loss_fn(ys, targets)                                        # dL/dy_t
+    readout_grads, dhs = readout_backward(readout_params, hs, dys)
+    return value, readout_grads, dhs
 
 
 def sequence_loss_and_grads(
@@ -180,19 +219,13 @@ def sequence_loss_and_grads(
         Only with ``return_final_state``: the state after step T, (B, n_hidden) (a tuple for the LSTM).
     """
     cell = check_cell(cell)
-    loss_fn = _check_loss(loss)
-    cell_params, readout_params = _split(cell, params, readout)
+    check_loss(loss)
+    cell_params, readout_params = split_params(cell, params, readout)
     if last_step_only:
         targets = _check_last_step_targets(targets, loss)[None]             # (1, B, ...)
     hs, cache = bptt.forward(cell, cell_params, xs, state0)                  # (T, B, H)
     seen = hs[-1:] if last_step_only else hs                                 # the steps with a loss
-    if readout_params is None:
-        value, d_seen = loss_fn(seen, targets)                               # dL/dh_t, (T or 1, B, H)
-        grads = {}
-    else:
-        ys = readout_forward(readout_params, seen)                           # (T or 1, B, n_out)
-        value, dys = loss_fn(ys, targets)                                    # dL/dy_t
-        grads, d_seen = readout_backward(readout_params, seen, dys)          # dL/dh_t, (T or 1, B, H)
+    value, grads, d_seen = output_loss_and_grads(readout_params, seen, targets, loss=loss)  # dL/dh_t
     if last_step_only:
         dhs = np.zeros(hs.shape, dtype=d_seen.dtype)                         # no loss before step T
         dhs[-1] = d_seen[0]                                                  # dL/dh_T, (B, H)

@@ -24,9 +24,8 @@ import numpy as np
 
 from . import bptt
 from .cells.base import Cell, check_cell
-from .model import _check_loss, _split
+from .model import check_loss, output_loss_and_grads, split_params
 from .optim import Optimizer, clip_grad_norm, global_norm
-from .readout import readout_backward, readout_forward
 from .train import History
 from .types import Array, Params, State
 from .validation import as_float_array, as_rng, check_positive_float, check_positive_int, check_shape
@@ -412,7 +411,7 @@ def online_tbptt(
         One entry per update: the mean loss of its new steps (before the update) and its gradient norm.
     """
     cell = check_cell(cell)
-    loss_fn = _check_loss(loss)
+    check_loss(loss)
     if not callable(getattr(optimizer, "step", None)):
         raise ValueError(f"optimizer must have a step(params, grads) method, got {optimizer!r}")
     if clip is not None:
@@ -428,18 +427,13 @@ def online_tbptt(
     carried = {0: state0}                      # the state before step t + 1, by t, for the windows to come
     for j, (start, first_loss, end) in enumerate(passes):
         next_start = passes[j + 1][0] if j + 1 < len(passes) else end + 1
-        cell_params, readout_params = _split(cell, params, readout)
+        cell_params, readout_params = split_params(cell, params, readout)
         cuts = sorted({start - 1, first_loss - 1, next_start - 1, end})
         hs, segments = _forward_segments(cell, cell_params, xs, cuts, carried.pop(start - 1))
         carried[next_start - 1] = next(cache.final_state for a, b, cache in segments if b == next_start - 1) \
             if next_start - 1 > start - 1 else segments[0][2].state0
         hs_new = hs[first_loss - start:]                         # the steps first_loss .. end
-        if readout_params is None:
-            value, d_new = loss_fn(hs_new, targets[first_loss - 1:end])
-            grads: Params = {}
-        else:
-            value, dys = loss_fn(readout_forward(readout_params, hs_new), targets[first_loss - 1:end])
-            grads, d_new = readout_backward(readout_params, hs_new, dys)
+        value, grads, d_new = output_loss_and_grads(readout_params, hs_new, targets[first_loss - 1:end], loss=loss)
         window_dhs = np.zeros(hs.shape, dtype=d_new.dtype)
         window_dhs[first_loss - start:] = d_new
         cell_grads, _, _ = _backward_window(cell, cell_params, segments, window_dhs, None)
