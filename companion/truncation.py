@@ -133,18 +133,18 @@ def truncated_gradients(
     TruncatedResult
     """
     cell = check_cell(cell)
+    params = cell.check_params(params)
     xs = as_float_array(xs, "xs")
     check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
     T, B = xs.shape[:2]
     dhs = as_float_array(dhs, "dhs")
     check_shape(dhs, (T, B, cell.output_width), "dhs", "(T, B, n_hidden)")
+    if d_final_state is not None:
+        d_final_state = cell.check_state(d_final_state, B, "d_final_state")
     passes = backward_points(T, k1, k2)
     # one forward pass, in segments: a segment ends wherever a window starts or ends
     cuts = sorted({0, T, *(start - 1 for start, _, _ in passes), *(end for _, _, end in passes)})
     hs, segments = _forward_segments(cell, params, xs, cuts, state0)
-    params = cell.check_params(params)
-    if d_final_state is not None:
-        d_final_state = cell.check_state(d_final_state, B, "d_final_state")
     grads: Params | None = None
     dxs = np.zeros(xs.shape, dtype=np.result_type(dhs, hs))
     dstate0 = cell.zero_state_grad(segments[0][2].state0)
@@ -352,8 +352,9 @@ def adaptive_tbptt(
     burn_in: int = 1,
 ) -> tuple[Params, TruncationChoice]:
     """``tbptt`` with k2 chosen by ``choose_k2`` (at least ``k1``): ``(grads, choice)``."""
+    k1 = check_positive_int(k1, "k1")
     choice = choose_k2(cell, params, xs, dhs, tolerance=tolerance, state0=state0, burn_in=burn_in)
-    return tbptt(cell, params, xs, dhs, k1, max(check_positive_int(k1, "k1"), choice.k2), state0=state0), choice
+    return tbptt(cell, params, xs, dhs, k1, max(k1, choice.k2), state0=state0), choice
 
 
 def online_tbptt(
@@ -424,14 +425,15 @@ def online_tbptt(
         raise ValueError(f"targets must start with the (T, B) = {xs.shape[:2]} of xs, got shape {targets.shape}")
     history = History()
     passes = backward_points(T, k1, k2)
-    carried = {0: state0}                      # the state before step t + 1, by t, for the windows to come
+    state = state0                             # the state before the window's first step
     for j, (start, first_loss, end) in enumerate(passes):
         next_start = passes[j + 1][0] if j + 1 < len(passes) else end + 1
         cell_params, readout_params = split_params(cell, params, readout)
+        # the next window starts inside this one: cut the forward pass there to keep that state
         cuts = sorted({start - 1, first_loss - 1, next_start - 1, end})
-        hs, segments = _forward_segments(cell, cell_params, xs, cuts, carried.pop(start - 1))
-        carried[next_start - 1] = next(cache.final_state for a, b, cache in segments if b == next_start - 1) \
-            if next_start - 1 > start - 1 else segments[0][2].state0
+        hs, segments = _forward_segments(cell, cell_params, xs, cuts, state)
+        state = next(cache.state0 for a, _, cache in segments if a == next_start - 1) \
+            if next_start - 1 < end else segments[-1][2].final_state
         hs_new = hs[first_loss - start:]                         # the steps first_loss .. end
         value, grads, d_new = output_loss_and_grads(readout_params, hs_new, targets[first_loss - 1:end], loss=loss)
         window_dhs = np.zeros(hs.shape, dtype=d_new.dtype)
