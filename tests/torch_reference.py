@@ -100,21 +100,39 @@ def loop_gradients(cell, params, xs, state0, dhs, g_final=None):
     p = {key: _leaf(value) for key, value in params.items()}
     x = _leaf(xs)
     parts0 = [_leaf(part) for part in state_parts(state0)]
-    state = tuple(parts0) if len(parts0) > 1 else parts0[0]
+    state = _pack(parts0)
     outputs = []
     for t in range(xs.shape[0]):
         h, state = step(p, x[t], state)
         outputs.append(h)
     hs = torch.stack(outputs)                                           # (T, B, width)
-    loss = (hs * torch.from_numpy(dhs)).sum()
-    if g_final is not None:
-        for part, g in zip(state_parts(state), state_parts(g_final), strict=True):
-            loss = loss + (part * torch.from_numpy(g)).sum()
-    loss.backward()
-    dstate0 = tuple(part.grad.numpy() for part in parts0)
-    grads = {**{key: value.grad.numpy() for key, value in p.items()}, "xs": x.grad.numpy(),
-             **state_entries("state0", dstate0 if len(dstate0) > 1 else dstate0[0])}
-    return hs.detach().numpy(), grads
+    ((hs * torch.from_numpy(dhs)).sum() + _final_state_loss(state, g_final)).backward()
+    return hs.detach().numpy(), _leaf_gradients(p, x, parts0)
+
+
+def _pack(parts):
+    """A state from its parts: the tensor itself, or a tuple for a multi-part state."""
+    return tuple(parts) if len(parts) > 1 else parts[0]
+
+
+def _final_state_loss(state, g_final):
+    """sum(final_state * g_final) over the state's parts; 0 without ``g_final``."""
+    if g_final is None:
+        return 0.0
+    return sum((part * torch.from_numpy(g)).sum() for part, g in zip(state_parts(state), state_parts(g_final),
+                                                                      strict=True))
+
+
+def _leaf_gradients(p, x, parts0):
+    """The accumulated ``.grad`` of the leaves as numpy, keyed as ``helpers.analytic_gradients`` (the params'
+    keys, "xs", the state0 entries); a leaf that no loss reached has a zero gradient."""
+
+    def grad_of(leaf):
+        return np.zeros(tuple(leaf.shape)) if leaf.grad is None else leaf.grad.numpy()
+
+    dstate0 = tuple(grad_of(part) for part in parts0)
+    return {**{key: grad_of(value) for key, value in p.items()}, "xs": grad_of(x),
+            **state_entries("state0", _pack(dstate0))}
 
 
 def detach_tbptt_gradients(cell, params, xs, state0, dhs, k1, k2, g_final=None):
@@ -134,12 +152,11 @@ def detach_tbptt_gradients(cell, params, xs, state0, dhs, k1, k2, g_final=None):
     p = {key: _leaf(value) for key, value in params.items()}
     x = _leaf(xs)
     parts0 = [_leaf(part) for part in state_parts(state0)]
-    pack = (lambda parts: tuple(parts) if len(parts) > 1 else parts[0])
     d = torch.from_numpy(dhs)
     # the forward pass over the whole sequence, with no graph: the states a window starts from
-    states, outputs = [pack(parts0)], []
+    states, outputs = [_pack(parts0)], []
     with torch.no_grad():
-        state = pack(parts0)
+        state = _pack(parts0)
         for t in range(T):
             h, state = step(p, x[t], state)
             outputs.append(h)
@@ -149,27 +166,19 @@ def detach_tbptt_gradients(cell, params, xs, state0, dhs, k1, k2, g_final=None):
     for end in ends:
         start = max(1, end - k2 + 1)
         if start == 1:
-            state = pack(parts0)                                          # the leaf: dstate0 flows
+            state = _pack(parts0)                                          # the leaf: dstate0 flows
         else:
-            state = pack([part.detach() for part in state_parts(states[start - 1])])   # a constant
+            state = _pack([part.detach() for part in state_parts(states[start - 1])])   # a constant
         loss = torch.zeros((), dtype=torch.float64)
         for t in range(start, end + 1):                                  # 1-based steps of the window
             h, state = step(p, x[t - 1], state)
             if t > previous_end:                                          # this pass's losses only
                 loss = loss + (h * d[t - 1]).sum()
-        if end == T and g_final is not None:
-            for part, g in zip(state_parts(state), state_parts(g_final), strict=True):
-                loss = loss + (part * torch.from_numpy(g)).sum()
+        if end == T:
+            loss = loss + _final_state_loss(state, g_final)
         loss.backward()
         previous_end = end
-
-    def grad_of(leaf):
-        return np.zeros(tuple(leaf.shape)) if leaf.grad is None else leaf.grad.numpy()
-
-    dstate0 = tuple(grad_of(part) for part in parts0)
-    grads = {**{key: grad_of(value) for key, value in p.items()}, "xs": grad_of(x),
-             **state_entries("state0", dstate0 if len(dstate0) > 1 else dstate0[0])}
-    return torch.stack(outputs).numpy(), grads
+    return torch.stack(outputs).numpy(), _leaf_gradients(p, x, parts0)
 
 
 def module_gradients(cell, params, xs, state0, dhs):
