@@ -22,7 +22,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from companion import bptt
-from companion.cells import GRU, LSTM, Elman, Jordan
+from companion.cells import GRU, LSTM, Elman, EulerCTRNN, Jordan
 from companion.gradcheck import numerical_gradient, relative_errors
 
 # (T, B, n_in, H): T = 1, B = 1, n_in = 1 and H != n_in all occur.
@@ -49,8 +49,10 @@ NONLINEARITIES = ["tanh", "relu", "linear"]
 # The gated cells, by test id: the LSTM (state (h, c)) and both variants of the GRU.
 GATED_KINDS = ["lstm", "gru-torch", "gru-cho"]
 
-# Every cell kind of the companion, by test id.
-CELL_KINDS = [f"elman-{nonlinearity}" for nonlinearity in NONLINEARITIES] + ["jordan"] + GATED_KINDS
+# Every cell kind of the companion, by test id ("ctrnn-euler": the Euler step of a continuous-time network).
+CELL_KINDS = [f"elman-{nonlinearity}" for nonlinearity in NONLINEARITIES] + ["jordan"] + GATED_KINDS + ["ctrnn-euler"]
+
+CTRNN_DT = 0.3   # the Euler step of the "ctrnn-euler" kind: large enough that dt f is not tiny next to h
 
 # The shapes each kind is checked over, as (T, B, n_in, H, n_out); n_out is the Jordan network's only.
 KIND_SHAPES = {kind: JORDAN_SHAPES if kind == "jordan" else [(*shape, None) for shape in SHAPES]
@@ -235,8 +237,20 @@ def make_gated_problem(kind, T, B, n_in, H, *, zero_state, dhs_kind="random", se
     raise AssertionError(f"no {kind} problem with a non-vanishing gradient found")
 
 
+def make_ctrnn_problem(T, B, n_in, H, *, zero_state, dhs_kind="random", seed=0):
+    """An Euler-discretized CTRNN and a problem: weights as ``make_problem`` draws them, time constants
+    uniform in [0.5, 2] (they must be positive)."""
+    cell = EulerCTRNN(n_in, H, dt=CTRNN_DT)
+    rng = seeded("ctrnn", T, B, n_in, H, int(zero_state), dhs_kind, seed)
+    params, xs, state0, dhs = make_problem(cell, T, B, rng, zero_state=zero_state, dhs_kind=dhs_kind)
+    params["tau"] = rng.uniform(0.5, 2.0, size=H)
+    return cell, params, xs, state0, dhs
+
+
 def make_cell(kind: str, n_in: int, H: int, n_out: int | None = None):
     """The cell of a kind of ``CELL_KINDS`` (``n_out`` for the Jordan network only)."""
+    if kind == "ctrnn-euler":
+        return EulerCTRNN(n_in, H, dt=CTRNN_DT)
     if kind.startswith("elman-"):
         return Elman(n_in, H, nonlinearity=kind[6:])
     if kind == "jordan":
@@ -254,6 +268,8 @@ def make_kind_problem(kind: str, shape: tuple, *, zero_state: bool = False, dhs_
         return make_elman_problem(T, B, n_in, H, kind[6:], **options)
     if kind == "jordan":
         return make_jordan_problem(T, B, n_in, H, n_out, **options)
+    if kind == "ctrnn-euler":
+        return make_ctrnn_problem(T, B, n_in, H, **options)
     return make_gated_problem(kind, T, B, n_in, H, **options)
 
 

@@ -205,7 +205,11 @@ def test_init_params(cell):
     assert {k: v.shape for k, v in params.items()} == cell.param_shapes()
     assert all(v.dtype == np.float64 for v in params.values())
     bound = 1.0 / np.sqrt(cell.n_hidden)                                  # torch's scale 1/sqrt(H)
-    assert all(np.all(np.abs(v) <= bound) for v in params.values())
+    weights = {key: value for key, value in params.items() if key != "tau"}
+    assert all(np.all(np.abs(v) <= bound) for v in weights.values())
+    if "tau" in params:                                      # the CTRNN's time constants: 1 unless asked
+        assert_array_equal(params["tau"], np.ones(cell.n_hidden))
+        assert_array_equal(cell.init_params(7, tau=0.25)["tau"], np.full(cell.n_hidden, 0.25))
     again = cell.init_params(np.random.default_rng(7))           # an int seed is default_rng(seed)
     other = cell.init_params(8)
     for key in params:

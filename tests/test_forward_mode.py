@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from companion.cells import GRU, LSTM, Elman, Jordan
+from companion.cells import GRU, LSTM, Elman, EulerCTRNN, Jordan
 from companion.gradcheck import relative_error
 
-from helpers import GRAD_TOL, KINK_MARGIN, MIN_GRAD_NORM, TIGHT, make_gated_cell, make_problem, seeded, state_parts
+from helpers import CTRNN_DT, GRAD_TOL, KINK_MARGIN, MIN_GRAD_NORM, TIGHT, make_gated_cell, make_problem, seeded, state_parts
 
 EPS = 1e-6           # central-difference step along a tangent
 ADJOINT_TOL = 1e-12  # <w, J v> vs <J^T w, v>: rounding apart
@@ -22,7 +22,7 @@ MUTANT_MIN_ERROR = 0.1  # a dropped term misses by order one
 STEP_SHAPES = [(1, 1, 1), (2, 3, 2), (1, 2, 4), (3, 1, 3)]
 # "jordan-out": n_out different from n_hidden (larger and smaller), keyed by (n_in, H).
 JORDAN_N_OUT = {(1, 1): 2, (3, 2): 4, (2, 4): 1, (1, 3): 2}
-KINDS = ["elman-tanh", "elman-relu", "elman-linear", "jordan", "jordan-out", "lstm", "gru-torch", "gru-cho"]
+KINDS = ["elman-tanh", "elman-relu", "elman-linear", "jordan", "jordan-out", "lstm", "gru-torch", "gru-cho", "ctrnn-euler"]
 CASES = [(kind, *shape) for kind in KINDS for shape in STEP_SHAPES]
 CASE_IDS = [f"{kind}-B{B}-in{n_in}-H{H}" for kind, B, n_in, H in CASES]
 TANGENTS = ["joint", "state", "params", "x"]
@@ -36,6 +36,8 @@ def make_cell(kind: str, n_in: int, H: int):
         return Jordan(n_in, H)
     if kind == "jordan-out":
         return Jordan(n_in, H, n_out=JORDAN_N_OUT[n_in, H])
+    if kind == "ctrnn-euler":
+        return EulerCTRNN(n_in, H, dt=CTRNN_DT)
     return make_gated_cell(kind, n_in, H)
 
 
@@ -45,6 +47,8 @@ def make_step_problem(kind: str, B: int, n_in: int, H: int, seed: int = 0):
     for attempt in range(100):
         params, xs, state_prev, _ = make_problem(cell, 1, B, seeded("jvp", kind, B, n_in, H, seed, attempt), scale=0.7)
         x_t = xs[0]
+        if kind == "ctrnn-euler":   # time constants must be positive
+            params["tau"] = seeded("jvp-tau", B, n_in, H, seed).uniform(0.5, 2.0, size=H)
         if kind == "elman-relu":
             a = x_t @ params["W_xh"].T + state_prev @ params["W_hh"].T + params["b_h"]
             if np.min(np.abs(a)) <= KINK_MARGIN or not np.any(a > 0):

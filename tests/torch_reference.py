@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from numpy.testing import assert_allclose, assert_array_equal
 
-from companion.cells import GRU, LSTM, Elman, Jordan
+from companion.cells import GRU, LSTM, Elman, EulerCTRNN, Jordan
 from companion.torch_ref import from_torch, rnn_autograd_gradients
 
 from helpers import TIGHT, state_entries, state_parts
@@ -73,8 +73,22 @@ def gru_cho_step(p, x_t, h_prev):
     return h, h
 
 
+def ctrnn_euler_step(dt: float, nonlinearity: str):
+    """h_t = h_{t-1} + dt (-h_{t-1} + W_hh phi(h_{t-1}) + W_xh x_t + b) / tau."""
+    phi = {"tanh": torch.tanh, "relu": torch.relu, "linear": lambda a: a}[nonlinearity]
+
+    def step(p, x_t, h_prev):
+        f = (-h_prev + phi(h_prev) @ p["W_hh"].T + x_t @ p["W_xh"].T + p["b"]) / p["tau"]
+        h = h_prev + dt * f
+        return h, h
+
+    return step
+
+
 def step_of(cell):
     """The torch step function of ``cell``."""
+    if isinstance(cell, EulerCTRNN):
+        return ctrnn_euler_step(cell.dt, cell.nonlinearity)
     if isinstance(cell, Elman):
         return elman_step(cell.nonlinearity)
     if isinstance(cell, Jordan):

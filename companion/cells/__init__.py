@@ -1,8 +1,9 @@
 """Recurrent cells: each implements one time step forward and backward (see ``base.Cell``)."""
 from .base import Cell
+from .ctrnn import CTRNN, EulerCTRNN
 from .elman import Elman
 from .gru import GRU
 from .lstm import LSTM
 from .jordan import Jordan
 
-__all__ = ["Cell", "Elman", "GRU", "Jordan", "LSTM"]
+__all__ = ["CTRNN", "Cell", "Elman", "EulerCTRNN", "GRU", "Jordan", "LSTM"]
