@@ -167,8 +167,7 @@ def _problem(network: object, params: object, h0: object, t_end: object, dt: obj
     B, H = h0.shape
     t_end = check_positive_float(t_end, "t_end")
     check_positive_float(dt, "dt")
-    if method not in TABLEAUX:
-        raise ValueError(f"method must be one of {sorted(TABLEAUX)}, got {method!r}")
+    tableau = _check_method(method)
     if not isinstance(loss, Loss):
         raise ValueError(f"loss must be a companion.continuous.Loss, got {type(loss).__name__}")
     if loss.times is None and loss.running is None:
@@ -205,7 +204,21 @@ def _problem(network: object, params: object, h0: object, t_end: object, dt: obj
         raise ValueError(f"inputs must be None (no input) or a function of t returning (B, n_in), got {inputs!r}")
     grid = time_grid(t_end, dt, times)
     measured = {int(np.searchsorted(grid, t)): target for t, target in zip(times, targets)}
-    return _Problem(network, params, TABLEAUX[method], grid, h0, measured, n_out, read_x, read_y)
+    return _Problem(network, params, tableau, grid, h0, measured, n_out, read_x, read_y)
+
+
+def _check_method(method: object) -> Tableau:
+    """The tableau ``method`` names, or ``method`` itself if it is a valid explicit ``Tableau``."""
+    if isinstance(method, Tableau):
+        a, b, c = (np.asarray(part, dtype=float) for part in method[:3])
+        s = b.shape[0] if b.ndim == 1 else 0
+        if s == 0 or a.shape != (s, s) or c.shape != (s,) or np.any(np.triu(a) != 0):
+            raise ValueError("method must be an explicit Tableau: a (s, s) strictly lower triangular, b (s,), c (s,); "
+                             f"got shapes {a.shape}, {b.shape}, {c.shape}")
+        return Tableau(a, b, c, method.order)
+    if isinstance(method, str) and method in TABLEAUX:
+        return TABLEAUX[method]
+    raise ValueError(f"method must be one of {sorted(TABLEAUX)} or a Tableau, got {method!r}")
 
 
 def _reader(function: Callable[[float], Array], shape: tuple[int, int], name: str, meaning: str) -> Callable[[float], Array]:
@@ -307,8 +320,8 @@ def solve(network: CTRNN, params: Params, h0: Array, t_end: float, dt: float, *,
         The end of the time span (it starts at 0) and the step (> 0).
     inputs : callable, optional
         ``inputs(t) -> (B, n_in)``, the input x(t); ``None`` is no input.
-    method : {"euler", "rk4", "rk4-38"}
-        The Runge-Kutta method.
+    method : {"euler", "rk4", "rk4-38"} or Tableau
+        The Runge-Kutta method, by name or as an explicit tableau.
     times : array (K,), optional
         Times to add to the grid (strictly increasing, within [0, t_end]).
 

@@ -88,6 +88,16 @@ def test_the_solver_converges_to_the_exact_solution_of_a_linear_network_at_its_o
     assert_allclose(np.log2(ratios), order, atol=0.15)
 
 
+def test_a_method_given_as_a_tableau_runs_like_the_named_one():
+    network, params, h0, _ = make_network(2, 1, 3)
+    heun = ct.Tableau(np.array([[0.0, 0.0], [1.0, 0.0]]), np.array([0.5, 0.5]), np.array([0.0, 1.0]), 2)
+    named = ct.solve(network, params, h0, 1.0, 0.1, method="rk4").hs[-1]
+    assert_array_equal(ct.solve(network, params, h0, 1.0, 0.1, method=ct.TABLEAUX["rk4"]).hs[-1], named)
+    # Heun's method is second order: between Euler and RK4 at dt = 0.1
+    errors = [np.max(np.abs(ct.solve(network, params, h0, 1.0, 0.1, method=m).hs[-1] - named)) for m in ("euler", heun)]
+    assert errors[1] < errors[0] / 10
+
+
 def test_the_euler_solver_is_the_euler_cell_run_by_bptt():
     network, params, h0, _ = make_network(3, 2, 4)
     inputs = sinusoidal_inputs(3, 2)
@@ -318,6 +328,8 @@ def test_bad_input_is_refused_naming_the_argument(function, entry):
 
 @pytest.mark.parametrize("keyword, value, message", [
     ("method", "rk5", "method must be one of"),
+    ("method", ct.Tableau(np.eye(2), np.ones(2) / 2, np.zeros(2), 1), "method must be an explicit Tableau"),
+    ("method", ct.Tableau(np.zeros((2, 2)), np.ones(3) / 3, np.zeros(2), 1), "method must be an explicit Tableau"),
     ("inputs", np.zeros((2, 1)), "inputs must be None"),
     ("inputs", lambda t: np.zeros((2, 2)), r"inputs\(t\) must have shape \(B, n_in\)"),
     ("inputs", lambda t: np.full((2, 1), np.nan), "non-finite"),
