@@ -1,6 +1,6 @@
 """Continuous-time BPTT: a CTRNN integrated by explicit Runge-Kutta, and its gradient by two routes.
 
-The network is ``companion.cells.CTRNN``, ``dh/dt = f(h, x(t)) = (-h + W_hh phi(h) + W_xh x(t) + b) / tau``,
+The network is ``companion.cells.CTRNN``, ``dh/dt = f(h, x(t)) = (-h + W_hh phi(h) + W_xh x(t) + b_h) / tau``,
 started from ``h(0) = h0`` and integrated up to ``t_end`` on a grid of step ``dt`` (chapter
 "Continuous-time BPTT"). The loss may hold two kinds of terms, on the first ``n_out`` units (the
 network's outputs)::
@@ -313,7 +313,7 @@ def solve(network: CTRNN, params: Params, h0: Array, t_end: float, dt: float, *,
     network : CTRNN
         The vector field.
     params : dict of arrays
-        ``W_hh`` (H, H), ``W_xh`` (H, n_in), ``b`` (H,), ``tau`` (H,) > 0.
+        ``W_hh`` (H, H), ``W_xh`` (H, n_in), ``b_h`` (H,), ``tau`` (H,) > 0.
     h0 : array, shape (B, H)
         The initial state.
     t_end, dt : float

@@ -70,11 +70,11 @@ def test_euler_cell_state_jacobian_in_closed_form():
 
 @pytest.mark.parametrize("method, order", [(name, tableau.order) for name, tableau in ct.TABLEAUX.items()])
 def test_the_solver_converges_to_the_exact_solution_of_a_linear_network_at_its_order(method, order):
-    """phi linear, no input: dh/dt = A h + b / tau with A = diag(1/tau)(W_hh - I), solved exactly by the
+    """phi linear, no input: dh/dt = A h + b_h / tau with A = diag(1/tau)(W_hh - I), solved exactly by the
     eigendecomposition of A; the error at t_end falls by 2^order when dt halves."""
     network, params, h0, _ = make_network(2, 1, 3, nonlinearity="linear")
     A = (params["W_hh"] - np.eye(3)) / params["tau"][:, None]
-    c = params["b"] / params["tau"]
+    c = params["b_h"] / params["tau"]
     values, vectors = np.linalg.eig(A)
     fixed = -np.linalg.solve(A, c)
 
@@ -300,7 +300,7 @@ def _with(**changes):
 BAD = {
     "network": (lambda: _with(network=EulerCTRNN(1, 3, dt=0.1)), "network must be a companion.cells.CTRNN"),
     "tau": (lambda: _with(params={**_good()["params"], "tau": np.array([1.0, 0.0, 1.0])}), r"params\['tau'\] must be positive"),
-    "params shape": (lambda: _with(params={**_good()["params"], "b": np.zeros(4)}), r"params\['b'\] must have shape"),
+    "params shape": (lambda: _with(params={**_good()["params"], "b_h": np.zeros(4)}), r"params\['b_h'\] must have shape"),
     "h0": (lambda: _with(h0=np.zeros((2, 4))), r"h0 must have shape \(B, n_hidden\)"),
     "dt zero": (lambda: _with(dt=0.0), "dt must be a finite positive number"),
     "dt negative": (lambda: _with(dt=-0.1), "dt must be a finite positive number"),

@@ -74,11 +74,11 @@ def gru_cho_step(p, x_t, h_prev):
 
 
 def ctrnn_euler_step(dt: float, nonlinearity: str):
-    """h_t = h_{t-1} + dt (-h_{t-1} + W_hh phi(h_{t-1}) + W_xh x_t + b) / tau."""
+    """h_t = h_{t-1} + dt (-h_{t-1} + W_hh phi(h_{t-1}) + W_xh x_t + b_h) / tau."""
     phi = {"tanh": torch.tanh, "relu": torch.relu, "linear": lambda a: a}[nonlinearity]
 
     def step(p, x_t, h_prev):
-        f = (-h_prev + phi(h_prev) @ p["W_hh"].T + x_t @ p["W_xh"].T + p["b"]) / p["tau"]
+        f = (-h_prev + phi(h_prev) @ p["W_hh"].T + x_t @ p["W_xh"].T + p["b_h"]) / p["tau"]
         h = h_prev + dt * f
         return h, h
 

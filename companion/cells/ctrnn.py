@@ -2,7 +2,7 @@
 
 The network, in the book's column-vector notation (chapter "Continuous-time BPTT")::
 
-    tau ⊙ dh/dt = -h + W_hh phi(h) + W_xh x(t) + b        so  dh/dt = f(h, x; theta)
+    tau ⊙ dh/dt = -h + W_hh phi(h) + W_xh x(t) + b_h      so  dh/dt = f(h, x; theta)
 
 with a time constant ``tau_i > 0`` per unit. This is the "potential" form (Hopfield 1984; Beer 1995): the
 state h is a membrane potential, the units talk to each other through their rates phi(h), and the input
@@ -31,7 +31,7 @@ from .base import Cell
 
 
 class CTRNN:
-    """The vector field ``f(h, x) = (-h + W_hh phi(h) + W_xh x + b) / tau`` of a continuous-time network.
+    """The vector field ``f(h, x) = (-h + W_hh phi(h) + W_xh x + b_h) / tau`` of a continuous-time network.
 
     Parameters
     ----------
@@ -40,7 +40,7 @@ class CTRNN:
     nonlinearity : {"tanh", "relu", "linear"}, keyword-only
         phi.
 
-    Parameters dict: ``W_hh`` ``(H, H)``, ``W_xh`` ``(H, n_in)``, ``b`` ``(H,)``, ``tau`` ``(H,)`` (every
+    Parameters dict: ``W_hh`` ``(H, H)``, ``W_xh`` ``(H, n_in)``, ``b_h`` ``(H,)``, ``tau`` ``(H,)`` (every
     entry > 0). A state is ``h`` ``(B, H)``.
     """
 
@@ -53,7 +53,7 @@ class CTRNN:
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shape of every parameter, keyed by its symbol."""
         H = self.n_hidden
-        return {"W_hh": (H, H), "W_xh": (H, self.n_in), "b": (H,), "tau": (H,)}
+        return {"W_hh": (H, H), "W_xh": (H, self.n_in), "b_h": (H,), "tau": (H,)}
 
     def init_params(self, rng: np.random.Generator | int, *, tau: float = 1.0) -> Params:
         """Weights and bias uniform in ``[-1/sqrt(H), 1/sqrt(H)]`` (drawn in sorted key order), every
@@ -77,7 +77,7 @@ class CTRNN:
         """``(f, phi(h))``: the time derivative ``dh/dt`` at state ``h`` ``(B, H)`` and input ``x``
         ``(B, n_in)``, both ``(B, H)``; phi(h) is returned for the derivative products (trusted inputs)."""
         rate = self._phi(h)
-        u = -h + rate @ params["W_hh"].T + x @ params["W_xh"].T + params["b"]
+        u = -h + rate @ params["W_hh"].T + x @ params["W_xh"].T + params["b_h"]
         return u / params["tau"], rate
 
     def vjp(self, params: Params, rate: Array, x: Array, f: Array, a: Array) -> tuple[Array, Params, Array]:
@@ -97,20 +97,20 @@ class CTRNN:
         tuple
             ``a ∂f/∂h`` ``(B, H)``; ``a ∂f/∂theta`` as a dict of the parameters' shapes, summed over the
             batch; ``a ∂f/∂x`` ``(B, n_in)``. With g = a / tau:  a ∂f/∂h = -g + phi'(h) ⊙ (W_hh^T g),
-            dW_hh = g phi(h)^T, dW_xh = g x^T, db = g, dtau = -g ⊙ f.
+            dW_hh = g phi(h)^T, dW_xh = g x^T, db_h = g, dtau = -g ⊙ f.
         """
         g = a / params["tau"]
         d_h = -g + self._phi_prime(rate) * (g @ params["W_hh"])
-        d_params = {"W_hh": g.T @ rate, "W_xh": g.T @ x, "b": g.sum(axis=0), "tau": -(g * f).sum(axis=0)}
+        d_params = {"W_hh": g.T @ rate, "W_xh": g.T @ x, "b_h": g.sum(axis=0), "tau": -(g * f).sum(axis=0)}
         return d_h, d_params, g @ params["W_xh"]
 
     def jvp(self, params: Params, rate: Array, x: Array, f: Array, d_h: Array, d_params: Params, d_x: Array) -> Array:
         """The Jacobian of f times tangents of h ``(..., B, H)``, of the parameters ``(..., *shape)`` and of
         x ``(..., B, n_in)``, all with the same leading direction axes; returns ``(..., B, H)``:
-        ḟ = (-ḣ + W_hh (phi'(h) ⊙ ḣ) + Ẇ_hh phi(h) + W_xh ẋ + Ẇ_xh x + ḃ - τ̇ ⊙ f) / tau."""
+        ḟ = (-ḣ + W_hh (phi'(h) ⊙ ḣ) + Ẇ_hh phi(h) + W_xh ẋ + Ẇ_xh x + ḃ_h - τ̇ ⊙ f) / tau."""
         swap = lambda m: np.swapaxes(m, -1, -2)   # noqa: E731  (W^T on the last two axes)
         du = (-d_h + (self._phi_prime(rate) * d_h) @ params["W_hh"].T + rate @ swap(d_params["W_hh"])
-              + d_x @ params["W_xh"].T + x @ swap(d_params["W_xh"]) + d_params["b"][..., None, :])
+              + d_x @ params["W_xh"].T + x @ swap(d_params["W_xh"]) + d_params["b_h"][..., None, :])
         return (du - d_params["tau"][..., None, :] * f) / params["tau"]
 
     def __repr__(self) -> str:
@@ -138,7 +138,7 @@ class EulerCTRNN(Cell):
     nonlinearity : {"tanh", "relu", "linear"}, keyword-only
         phi.
 
-    Parameters dict: those of ``CTRNN`` (``W_hh``, ``W_xh``, ``b``, ``tau`` > 0). State: ``h`` ``(B, H)``.
+    Parameters dict: those of ``CTRNN`` (``W_hh``, ``W_xh``, ``b_h``, ``tau`` > 0). State: ``h`` ``(B, H)``.
     """
 
     cache_type = EulerCTRNNStepCache
