@@ -7,15 +7,19 @@ needs it is called, so both stay optional:
 * ``bptt``: full BPTT over any cell, and the adjoint of the state at every step;
 * ``fused``: the faster sequence paths of the exact ``Elman``, ``LSTM`` and ``GRU`` classes;
 * ``gradcheck``: finite differences and relative errors;
-* ``torch_ref``: exact weight exchange with torch's modules, and torch-autograd reference gradients;
+* ``torch_ref``: exact weight exchange with torch's modules, torch-autograd reference gradients, and the
+  continuous-time network as a torch module for torchdiffeq;
 * ``readout``, ``losses``, ``model``: a linear readout, the losses, and a cell with both;
 * ``optim``, ``train``, ``tasks``: optimizers and clipping, the training loop, the course's data;
 * ``truncation``: truncated BPTT(k2; k1), online, randomized (unbiased) and adaptive truncation;
+* ``continuous``: continuous-time networks solved by Runge-Kutta, and their gradients through the solver
+  or by the adjoint equation;
 * ``plots``, ``diagrams``: the figures' house style, and the drawn LSTM and GRU cells.
 """
 from . import (
     bptt,
     cells,
+    continuous,
     diagrams,
     fused,
     gradcheck,
@@ -31,7 +35,7 @@ from . import (
 )
 
 __all__ = [
-    "bptt", "cells", "diagrams", "fused", "gradcheck", "losses", "model", "optim", "plots", "readout",
+    "bptt", "cells", "continuous", "diagrams", "fused", "gradcheck", "losses", "model", "optim", "plots", "readout",
     "tasks", "torch_ref", "train", "truncation",
 ]
 __version__ = "0.1.0"

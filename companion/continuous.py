@@ -108,14 +108,16 @@ class ContinuousGradients(NamedTuple):
 
     ``grads``: dL/dtheta keyed like the parameters; ``dh0``: dL/dh(0) ``(B, H)``; ``times`` (N+1,): the
     solver's grid; ``adjoints`` (N+1, B, H): dL/dh at every grid time, taken just before it (the jump of
-    a measurement at that time included), so ``adjoints[0]`` is ``dh0``; ``stats``: what it cost.
+    a measurement at that time included), so ``adjoints[0]`` is ``dh0`` (``None`` when the route was
+    called with ``keep_adjoints=False``, which keeps its memory what ``stats.stored_bytes`` says);
+    ``stats``: what it cost.
     """
 
     loss: float
     grads: Params
     dh0: Array
     times: Array
-    adjoints: Array
+    adjoints: Array | None
     stats: GradientStats
 
 
@@ -142,8 +144,8 @@ def time_grid(t_end: float, dt: float, times: Array | None = None) -> Array:
     return np.union1d(grid, extra)
 
 
-class _Problem(NamedTuple):
-    """Everything a route needs, checked: the grid, the measurement steps, the readers of x(t) and y(t)."""
+class Problem(NamedTuple):
+    """A checked problem (``check_problem``): the grid, the measurement steps, the readers of x(t) and y(t)."""
 
     network: CTRNN
     params: Params
@@ -156,8 +158,15 @@ class _Problem(NamedTuple):
     read_y: Callable[[float], Array] | None       # t -> (B, n_out), the running loss's target
 
 
-def _problem(network: object, params: object, h0: object, t_end: object, dt: object, loss: object,
-             inputs: object, method: object) -> _Problem:
+def check_problem(network: object, params: object, h0: object, t_end: object, dt: object, loss: object,
+                  inputs: object, method: object) -> Problem:
+    """Check the arguments of the routes (each ``ValueError`` names the argument) and build the grid.
+
+    Arguments as ``loss_value``; ``loss`` may also be ``None`` (no loss: ``solve``). Returns the
+    ``Problem``: checked parameters and h0 ``(B, H)``, the tableau, the grid ``(N+1,)`` with the measurement
+    times in it, ``measured`` (grid index -> target ``(B, n_out)``), and functions that read x(t)
+    ``(B, n_in)`` and y(t) ``(B, n_out)`` with their shapes checked on every call.
+    """
     if not isinstance(network, CTRNN):
         raise ValueError(f"network must be a companion.cells.CTRNN, got {type(network).__name__}")
     params = check_params(params, network.param_shapes())
@@ -168,6 +177,15 @@ def _problem(network: object, params: object, h0: object, t_end: object, dt: obj
     t_end = check_positive_float(t_end, "t_end")
     check_positive_float(dt, "dt")
     tableau = _check_method(method)
+    if inputs is None:
+        zeros = np.zeros((B, network.n_in))
+        read_x = lambda t: zeros   # noqa: E731
+    elif callable(inputs):
+        read_x = _reader(inputs, (B, network.n_in), "inputs(t)", "(B, n_in)")
+    else:
+        raise ValueError(f"inputs must be None (no input) or a function of t returning (B, n_in), got {inputs!r}")
+    if loss is None:
+        return Problem(network, params, tableau, time_grid(t_end, dt), h0, {}, 0, read_x, None)
     if not isinstance(loss, Loss):
         raise ValueError(f"loss must be a companion.continuous.Loss, got {type(loss).__name__}")
     if loss.times is None and loss.running is None:
@@ -178,12 +196,7 @@ def _problem(network: object, params: object, h0: object, t_end: object, dt: obj
     times = np.zeros(0)
     targets = np.zeros((0, B, 1))
     if loss.times is not None:
-        times = as_float_array(loss.times, "loss.times")
-        check_shape(times, (None,), "loss.times", "(K,)")
-        if np.any(np.diff(times) <= 0):
-            raise ValueError(f"loss.times must be strictly increasing, got {times}")
-        if times.size and (times[0] < 0 or times[-1] > t_end):
-            raise ValueError(f"loss.times must lie within [0, t_end] = [0, {t_end}], got {times[0]} .. {times[-1]}")
+        times = check_times(loss.times, t_end, "loss.times")
         targets = as_float_array(loss.targets, "loss.targets")
         check_shape(targets, (times.size, B, None), "loss.targets", "(K, B, n_out)")
         n_out = targets.shape[2]
@@ -195,16 +208,20 @@ def _problem(network: object, params: object, h0: object, t_end: object, dt: obj
         read_y = _reader(loss.running, (B, n_out), "loss.running(t)", "(B, n_out)")
     if not 1 <= n_out <= H:
         raise ValueError(f"the loss's targets must have 1 <= n_out <= n_hidden = {H} outputs, got {n_out}")
-    if inputs is None:
-        zeros = np.zeros((B, network.n_in))
-        read_x = lambda t: zeros   # noqa: E731
-    elif callable(inputs):
-        read_x = _reader(inputs, (B, network.n_in), "inputs(t)", "(B, n_in)")
-    else:
-        raise ValueError(f"inputs must be None (no input) or a function of t returning (B, n_in), got {inputs!r}")
     grid = time_grid(t_end, dt, times)
     measured = {int(np.searchsorted(grid, t)): target for t, target in zip(times, targets)}
-    return _Problem(network, params, tableau, grid, h0, measured, n_out, read_x, read_y)
+    return Problem(network, params, tableau, grid, h0, measured, n_out, read_x, read_y)
+
+
+def check_times(times: object, t_end: float, name: str = "times") -> Array:
+    """``times`` as a float array ``(K,)``, strictly increasing and within [0, t_end], else ``ValueError``."""
+    times = as_float_array(times, name)
+    check_shape(times, (None,), name, "(K,)")
+    if np.any(np.diff(times) <= 0):
+        raise ValueError(f"{name} must be strictly increasing, got {times}")
+    if times.size and (times[0] < 0 or times[-1] > t_end):
+        raise ValueError(f"{name} must lie within [0, t_end] = [0, {t_end}], got {times[0]} .. {times[-1]}")
+    return times
 
 
 def _check_method(method: object) -> Tableau:
@@ -232,7 +249,7 @@ def _reader(function: Callable[[float], Array], shape: tuple[int, int], name: st
     return read
 
 
-def _output_error(problem: _Problem, h: Array, target: Array) -> Array:
+def _output_error(problem: Problem, h: Array, target: Array) -> Array:
     """``∂/∂h of 1/2 ||h[:, :n_out] - target||^2``: the error on the outputs, zero on the other units, (B, H)."""
     error = np.zeros_like(h)
     error[:, :problem.n_out] = h[:, :problem.n_out] - target
@@ -258,7 +275,7 @@ def _combine(h: Array, step: float, weights: Array, ks: list[Array]) -> Array:
     return h
 
 
-def _rk_step(problem: _Problem, h: Array, t: float, step: float) -> tuple[Array, list[_Stage]]:
+def _rk_step(problem: Problem, h: Array, t: float, step: float) -> tuple[Array, list[_Stage]]:
     """One Runge-Kutta step of size ``step`` (negative: backward in time) from state ``h`` at time ``t``."""
     a, b, c, _ = problem.tableau
     stages: list[_Stage] = []
@@ -271,7 +288,7 @@ def _rk_step(problem: _Problem, h: Array, t: float, step: float) -> tuple[Array,
     return _combine(h, step, b, [stage.f for stage in stages]), stages
 
 
-def _forward(problem: _Problem, keep: str) -> tuple[float, Array, list]:
+def _forward(problem: Problem, keep: str) -> tuple[float, Array, list]:
     """Integrate over the grid; returns ``(loss, final state, kept)``.
 
     ``keep``: ``"stages"`` keeps every step's stages (and the running targets read there), ``"states"``
@@ -330,10 +347,9 @@ def solve(network: CTRNN, params: Params, h0: Array, t_end: float, dt: float, *,
     Trajectory
         ``times`` (N+1,) and ``hs`` (N+1, B, H).
     """
-    placeholder = None if times is None else np.zeros((np.size(times), np.shape(h0)[0], 1))
-    running = None if times is not None else (lambda t: np.zeros((np.shape(h0)[0], 1)))
-    problem = _problem(network, params, h0, t_end, dt, Loss(times, placeholder, running), inputs, method)
-    problem = problem._replace(read_y=None)
+    problem = check_problem(network, params, h0, t_end, dt, None, inputs, method)
+    if times is not None:
+        problem = problem._replace(grid=time_grid(t_end, dt, check_times(times, problem.grid[-1])))
     _, _, states = _forward(problem, "states")
     return Trajectory(problem.grid, np.stack(states))
 
@@ -342,15 +358,16 @@ def loss_value(network: CTRNN, params: Params, h0: Array, t_end: float, dt: floa
                inputs: Callable[[float], Array] | None = None, method: str = "rk4") -> float:
     """The loss of the solution computed with ``method`` and step ``dt`` (arguments as ``solve``; the running
     loss integrated by the method's own quadrature, the measurement times added to the grid)."""
-    return _forward(_problem(network, params, h0, t_end, dt, loss, inputs, method), "measured")[0]
+    return _forward(check_problem(network, params, h0, t_end, dt, loss, inputs, method), "measured")[0]
 
 
 def discretized_gradients(network: CTRNN, params: Params, h0: Array, t_end: float, dt: float, loss: Loss, *,
-                          inputs: Callable[[float], Array] | None = None,
-                          method: str = "rk4") -> ContinuousGradients:
+                          inputs: Callable[[float], Array] | None = None, method: str = "rk4",
+                          keep_adjoints: bool = True) -> ContinuousGradients:
     """"Discretize, then differentiate": back-propagate through every step and stage of the solver.
 
-    Arguments as ``loss_value``. The result is the exact gradient of the discrete loss that ``loss_value``
+    Arguments as ``loss_value``, and ``keep_adjoints``: return the adjoint at every grid time (for plots;
+    ``(N+1, B, H)`` more memory). The result is the exact gradient of the discrete loss that ``loss_value``
     computes: for a step ``h' = h + dt sum_i b_i k_i`` with stages ``k_i = f(Y_i)``,
     ``Y_i = h + dt sum_j a_ij k_j``, the stage adjoints are, for i from the last stage down,
     ``kbar_i = dt b_i hbar' + dt sum_{l>i} a_li Ybar_l`` and ``Ybar_i = kbar_i ∂f/∂h(Y_i)`` (plus the running
@@ -361,14 +378,15 @@ def discretized_gradients(network: CTRNN, params: Params, h0: Array, t_end: floa
     -------
     ContinuousGradients
     """
-    problem = _problem(network, params, h0, t_end, dt, loss, inputs, method)
+    problem = check_problem(network, params, h0, t_end, dt, loss, inputs, method)
     value, final, kept = _forward(problem, "stages")
     a, b, _, _ = problem.tableau
     grid, s = problem.grid, len(b)
     grads = {key: np.zeros_like(value_) for key, value_ in problem.params.items()}
-    adjoints = np.empty((len(grid),) + final.shape)
+    adjoints = np.empty((len(grid),) + final.shape) if keep_adjoints else None
     h_bar = _jump(problem, len(grid) - 1, final, np.zeros_like(final))
-    adjoints[-1] = h_bar
+    if keep_adjoints:
+        adjoints[-1] = h_bar
     for n in reversed(range(len(grid) - 1)):
         step = grid[n + 1] - grid[n]
         stages, targets = kept[n]
@@ -383,20 +401,21 @@ def discretized_gradients(network: CTRNN, params: Params, h0: Array, t_end: floa
             stage_bars[i] = y_bar
         h_bar = _combine(h_bar, 1.0, np.ones(s), stage_bars)
         h_bar = _jump(problem, n, stages[0].h, h_bar)
-        adjoints[n] = h_bar
-    stored = sum(array.nbytes for stages, targets in kept for stage in stages
-                 for array in (stage.h, stage.x, stage.rate, stage.f)) + sum(t.nbytes for _, ts in kept for t in ts)
+        if keep_adjoints:
+            adjoints[n] = h_bar
+    stored = _distinct_bytes([array for stages, targets in kept for stage in stages
+                              for array in (stage.h, stage.x, stage.rate, stage.f)] + [t for _, ts in kept for t in ts])
     evaluations = s * (len(grid) - 1)
     return ContinuousGradients(value, grads, h_bar, grid, adjoints, GradientStats(evaluations, evaluations, stored))
 
 
 def adjoint_gradients(network: CTRNN, params: Params, h0: Array, t_end: float, dt: float, loss: Loss, *,
                       inputs: Callable[[float], Array] | None = None, method: str = "rk4",
-                      recover: str = "checkpoints") -> ContinuousGradients:
+                      recover: str = "checkpoints", keep_adjoints: bool = True) -> ContinuousGradients:
     """"Differentiate, then discretize": integrate the adjoint equation backward in time.
 
-    Arguments as ``loss_value``, and ``recover``: how the backward pass gets the state h(t) that the adjoint
-    equation is linearized at. From t_end down to 0, one step of ``method`` (step -dt) integrates::
+    Arguments as ``loss_value``, ``keep_adjoints`` as ``discretized_gradients``, and ``recover``: how the
+    backward pass gets the state h(t) that the adjoint equation is linearized at. From t_end down to 0, one step of ``method`` (step -dt) integrates::
 
         dh/dt = f(h, x(t))                          (the state, backward)
         da/dt = -a ∂f/∂h - ∂l/∂h                    (the adjoint; l the running loss's integrand)
@@ -406,7 +425,8 @@ def adjoint_gradients(network: CTRNN, params: Params, h0: Array, t_end: float, d
     outputs. ``recover="checkpoints"``: the forward pass stores h at every grid point and each backward
     step starts from the stored state; ``"reverse"``: it stores only the final state and the measured
     states, integrates h backward from t_end and resets it to the forward value at measurement times
-    (as ``torchdiffeq.odeint_adjoint`` does at the times it is given).
+    (the algorithm of ``torchdiffeq.odeint_adjoint``, which resets at the output times it is given; its
+    backward grid coincides with this one when every measurement time is a multiple of ``dt``).
 
     Returns
     -------
@@ -415,15 +435,16 @@ def adjoint_gradients(network: CTRNN, params: Params, h0: Array, t_end: float, d
     """
     if recover not in RECOVERIES:
         raise ValueError(f"recover must be one of {RECOVERIES}, got {recover!r}")
-    problem = _problem(network, params, h0, t_end, dt, loss, inputs, method)
+    problem = check_problem(network, params, h0, t_end, dt, loss, inputs, method)
     value, final, kept = _forward(problem, "states" if recover == "checkpoints" else "measured")
     b = problem.tableau.b
     grid, s = problem.grid, len(b)
     grads = {key: np.zeros_like(value_) for key, value_ in problem.params.items()}
-    adjoints = np.empty((len(grid),) + final.shape)
+    adjoints = np.empty((len(grid),) + final.shape) if keep_adjoints else None
     h = final
     adjoint = _jump(problem, len(grid) - 1, final, np.zeros_like(final))
-    adjoints[-1] = adjoint
+    if keep_adjoints:
+        adjoints[-1] = adjoint
     for n in reversed(range(len(grid) - 1)):
         if recover == "checkpoints":
             h = kept[n + 1]
@@ -432,14 +453,15 @@ def adjoint_gradients(network: CTRNN, params: Params, h0: Array, t_end: float, d
         if n in problem.measured:
             h = kept[n] if recover == "reverse" else h
             adjoint = _jump(problem, n, kept[n], adjoint)
-        adjoints[n] = adjoint
-    stored = sum(state.nbytes for state in (kept if recover == "checkpoints" else kept.values())) + final.nbytes
+        if keep_adjoints:
+            adjoints[n] = adjoint
+    stored = _distinct_bytes(list(kept if recover == "checkpoints" else kept.values()) + [final])
     evaluations = s * (len(grid) - 1)
     return ContinuousGradients(value, grads, adjoint, grid, adjoints,
                                GradientStats(2 * evaluations, evaluations, stored))
 
 
-def _adjoint_step(problem: _Problem, h: Array, adjoint: Array, t: float, step: float,
+def _adjoint_step(problem: Problem, h: Array, adjoint: Array, t: float, step: float,
                   grads: Params) -> tuple[Array, Array]:
     """One Runge-Kutta step of size ``step`` < 0 of the state and the adjoint, adding the step's share of
     ``integral a ∂f/∂theta dt`` (= -step sum_i b_i a_i ∂f/∂theta at the stages) into ``grads``."""
@@ -461,11 +483,17 @@ def _adjoint_step(problem: _Problem, h: Array, adjoint: Array, t: float, step: f
     return _combine(h, step, b, h_rates), _combine(adjoint, step, b, a_rates)
 
 
-def _jump(problem: _Problem, index: int, h: Array, adjoint: Array) -> Array:
+def _jump(problem: Problem, index: int, h: Array, adjoint: Array) -> Array:
     """The adjoint just before grid point ``index``: ``adjoint`` plus a measurement's ∂m/∂h there, if any."""
     if index not in problem.measured:
         return adjoint
     return adjoint + _output_error(problem, h, problem.measured[index])
+
+
+def _distinct_bytes(arrays: list[Array]) -> int:
+    """The bytes of ``arrays``, each distinct array counted once (the zero input is one array for every
+    stage; the final state may also be a measured one)."""
+    return sum({id(array): array.nbytes for array in arrays}.values())
 
 
 def _accumulate(total: Params, part: Params, weight: float = 1.0) -> None:

@@ -20,14 +20,25 @@ cell              torch module        ``weight_ih_l0`` / ``weight_hh_l0``    ``b
 ================  ==================  =====================================  ===============================
 
 The Cho variant of the GRU and the Jordan network have no torch module.
+
+For the chapter "Continuous-time BPTT", ``CTRNNField`` is the vector field of a ``companion.cells.CTRNN``
+as a torch module, and ``torchdiffeq_gradients`` the loss and gradients that ``torchdiffeq.odeint``
+(back-propagation through the solver) or ``torchdiffeq.odeint_adjoint`` (the adjoint method) compute for
+the measurement loss of ``companion.continuous``. torchdiffeq (``pip install torchdiffeq==0.2.5``) is
+imported inside ``torchdiffeq_gradients`` only; the companion itself does not depend on it.
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
 import numpy as np
 
-from .cells import GRU, LSTM, Cell, Elman
+from . import continuous
+from .cells import CTRNN, GRU, LSTM, Cell, Elman
 from .types import Array, Params, State
-from .validation import as_float_array, check_shape
+from .validation import as_float_array, check_params, check_shape
 
 _GATES = {Elman: ("h",), LSTM: ("i", "f", "g", "o"), GRU: ("r", "z", "n")}
 _TORCH_NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")   # one layer's arrays, in order
@@ -221,3 +232,134 @@ def rnn_autograd_gradients(
     grads = grads_from_torch(cell, module)
     dstate = [part.grad.numpy()[0].copy() for part in initial]
     return hs.detach().numpy(), grads, x.grad.numpy().copy(), tuple(dstate) if isinstance(cell, LSTM) else dstate[0]
+
+
+# ----- the continuous-time network and torchdiffeq -----------------------------------------------------------
+@functools.cache
+def _ctrnn_field_class():
+    """``CTRNNField``, built on first use so that importing this module does not import torch."""
+    torch = _torch()
+    phis = {"tanh": torch.tanh, "relu": torch.relu, "linear": lambda a: a}
+
+    class CTRNNField(torch.nn.Module):
+        """The vector field of a ``companion.cells.CTRNN`` as a torch module, for ``torchdiffeq``.
+
+        ``forward(t, h)`` returns ``dh/dt = (-h + W_hh phi(h) + W_xh x(t) + b) / tau`` for ``h`` ``(B, H)``:
+        in rows, ``(-h + phi(h) W_hh^T + x(t) W_xh^T + b) / tau``, ``(B, H)`` (chapter "Continuous-time BPTT").
+
+        Parameters
+        ----------
+        network : CTRNN
+            Sizes and phi.
+        params : dict of arrays
+            ``W_hh`` (H, H), ``W_xh`` (H, n_in), ``b_h`` (H,), ``tau`` (H,) > 0; copied into float64
+            ``torch.nn.Parameter``s of the same names.
+        inputs : callable, optional
+            ``inputs(t) -> (B, n_in)``, the numpy function of ``companion.continuous``; ``None`` is no input.
+
+        Attributes
+        ----------
+        evaluations : int
+            How many times ``forward`` ran: the function evaluations of the solvers that call it.
+        """
+
+        def __init__(self, network: CTRNN, params: Params, inputs: Callable[[float], Array] | None = None):
+            super().__init__()
+            if not isinstance(network, CTRNN):
+                raise ValueError(f"network must be a companion.cells.CTRNN, got {type(network).__name__}")
+            if inputs is not None and not callable(inputs):
+                raise ValueError(f"inputs must be None (no input) or a function of t returning (B, n_in), "
+                                 f"got {inputs!r}")
+            params = check_params(params, network.param_shapes())
+            network.check_time_constants(params)
+            self.network, self.inputs, self.evaluations = network, inputs, 0
+            self._phi = phis[network.nonlinearity]
+            for key, value in params.items():
+                setattr(self, key, torch.nn.Parameter(torch.tensor(value, dtype=torch.float64)))
+
+        def forward(self, t, h):
+            self.evaluations += 1
+            if self.inputs is None:
+                x = h.new_zeros(h.shape[0], self.network.n_in)                          # (B, n_in)
+            else:
+                x = torch.as_tensor(self.inputs(float(torch.as_tensor(t).detach())), dtype=h.dtype)  # (B, n_in)
+            u = -h + self._phi(h) @ self.W_hh.T + x @ self.W_xh.T + self.b_h           # (B, H)
+            return u / self.tau                                                        # dh/dt, (B, H)
+
+    CTRNNField.__module__ = __name__
+    return CTRNNField
+
+
+def __getattr__(name: str):
+    if name == "CTRNNField":      # module attribute made on first access (PEP 562): torch loads only then
+        return _ctrnn_field_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class TorchdiffeqResult(NamedTuple):
+    """The loss, ``grads`` dL/dtheta keyed like the parameters, ``dh0`` dL/dh(0) ``(B, H)``, all numpy
+    float64, and ``evaluations``: the calls of the vector field, forward and (adjoint) backward pass."""
+
+    loss: float
+    grads: Params
+    dh0: Array
+    evaluations: int
+
+
+def torchdiffeq_gradients(network: CTRNN, params: Params, h0: Array, t_end: float, dt: float,
+                          loss: continuous.Loss, *, inputs: Callable[[float], Array] | None = None,
+                          adjoint: bool = False) -> TorchdiffeqResult:
+    r"""The measurement loss of ``companion.continuous`` and its gradients, by ``torchdiffeq`` in float64.
+
+    .. math:: L = \tfrac12 \sum_k \lVert h(t_k)_{:, :n_{out}} - y_k \rVert^2
+
+    ``torchdiffeq.odeint`` (``adjoint=False``: back-propagation through the solver's steps) or
+    ``torchdiffeq.odeint_adjoint`` (``adjoint=True``: the adjoint equation integrated backward between
+    consecutive output times, the state reset to the forward pass's value at each) with
+    ``method="rk4"`` (Kutta's 3/8 rule, the companion's ``"rk4-38"``) and ``options=dict(step_size=dt)``,
+    at the output times ``[0, t_1, ..., t_K, t_end]``. torchdiffeq's fixed grid is ``0, dt, 2 dt, ...`` with
+    the last point moved to ``t_end``; it reads a measurement time between grid points by linear
+    interpolation, where ``companion.continuous`` adds the time to its grid, so the two agree to rounding
+    only when every measurement time is a multiple of ``dt`` (chapter "Continuous-time BPTT").
+
+    Parameters
+    ----------
+    network, params, h0, t_end, dt, inputs
+        As ``companion.continuous.adjoint_gradients``: a ``CTRNN``, its parameters, ``h0`` (B, H), the
+        time span [0, t_end], the step, ``inputs(t) -> (B, n_in)`` or ``None``.
+    loss : companion.continuous.Loss
+        Measurements only (``times`` (K,), ``targets`` (K, B, n_out)): a running loss raises
+        ``ValueError``, torchdiffeq has no integral loss.
+    adjoint : bool, keyword-only
+        ``odeint_adjoint`` instead of ``odeint``.
+
+    Returns
+    -------
+    TorchdiffeqResult
+    """
+    if isinstance(loss, continuous.Loss) and loss.running is not None:
+        raise ValueError("loss.running must be None: torchdiffeq returns the state at given times and has no "
+                         "running (integral) loss")
+    problem = continuous.check_problem(network, params, h0, t_end, dt, loss, inputs, "rk4-38")  # every check
+    torch = _torch()
+    try:
+        import torchdiffeq
+    except ImportError as error:  # pragma: no cover - torchdiffeq is in requirements.txt
+        raise ImportError("companion.torch_ref.torchdiffeq_gradients needs torchdiffeq: "
+                          "pip install torchdiffeq==0.2.5") from error
+    measured = sorted(problem.measured)                                    # grid indices of t_1 < ... < t_K
+    times = problem.grid[measured]                                         # (K,)
+    outputs = np.union1d([0.0, problem.grid[-1]], times)                   # [0, t_1, ..., t_K, t_end], deduplicated
+    field = _ctrnn_field_class()(network, problem.params, problem.read_x)  # read_x checks every x(t)
+    h = torch.tensor(problem.h0, dtype=torch.float64, requires_grad=True)
+    solver = torchdiffeq.odeint_adjoint if adjoint else torchdiffeq.odeint
+    hs = solver(field, h, torch.from_numpy(outputs), method="rk4", options=dict(step_size=float(dt)))  # (len, B, H)
+    h_out = hs[torch.from_numpy(np.searchsorted(outputs, times)), :, :problem.n_out]                   # (K, B, n_out)
+    targets = torch.tensor(np.array([problem.measured[n] for n in measured], dtype=np.float64)
+                           .reshape(h_out.shape))                                                      # (K, B, n_out)
+    value = 0.5 * ((h_out - targets) ** 2).sum()
+    value.backward()
+    grads = {key: (np.zeros_like(problem.params[key], dtype=np.float64) if getattr(field, key).grad is None
+                   else getattr(field, key).grad.numpy().copy()) for key in network.param_shapes()}
+    dh0 = np.zeros(h.shape) if h.grad is None else h.grad.numpy().copy()
+    return TorchdiffeqResult(value.item(), grads, dh0, field.evaluations)

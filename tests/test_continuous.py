@@ -259,13 +259,24 @@ def test_checkpoints_and_reverse_agree_and_cost_what_they_say():
     assert relative_distance(flat(results["adjoint-reverse"]), flat(results["adjoint-checkpoints"])) < 1e-6
     N = len(results["discretized"].times) - 1
     state = B * H * 8
-    assert results["adjoint-checkpoints"].stats.stored_bytes == (N + 1) * state + state
-    assert results["adjoint-reverse"].stats.stored_bytes == (len(loss.times) + 1) * state
+    assert results["adjoint-checkpoints"].stats.stored_bytes == (N + 1) * state     # h_N is the final state
+    assert loss.times[-1] == 1.5                                  # t_end measured: the final state is a measured one
+    assert results["adjoint-reverse"].stats.stored_bytes == len(loss.times) * state
     assert results["discretized"].stats.stored_bytes == 4 * N * (3 * state + B * 2 * 8 + B * 2 * 8)
     for name, result in results.items():
         forward_and_backward = 2 if name.startswith("adjoint") else 1
         assert result.stats.field_evaluations == forward_and_backward * 4 * N, name
         assert result.stats.vjp_evaluations == 4 * N, name
+
+
+def test_without_the_adjoints_only_the_gradient_comes_back():
+    network, params, h0, inputs, loss = convergence_problem()
+    for route in ROUTES.values():
+        kept, lean = (route(network, params, h0, 1.5, 0.1, loss, inputs=inputs, keep_adjoints=keep)
+                      for keep in (True, False))
+        assert lean.adjoints is None and kept.adjoints.shape == (len(kept.times),) + h0.shape
+        assert_array_equal(flat(lean), flat(kept))
+        assert lean.stats == kept.stats
 
 
 def test_integrating_the_state_backward_loses_it_in_a_strongly_contracting_network():
