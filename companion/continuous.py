@@ -14,9 +14,9 @@ points), and a running loss. Two routes give dL/dtheta and dL/dh0:
   steps and stages, the exact gradient of the computed (discrete) loss. With ``method="euler"`` it is BPTT
   on ``companion.cells.EulerCTRNN``.
 * ``adjoint_gradients``, "differentiate, then discretize": the adjoint equation
-  ``da/dt = -a ∂f/∂h - ∂l/∂h`` integrated backward in time with the same Runge-Kutta method, with jumps
-  ``a(t_k-) = a(t_k+) + ∂m_k/∂h`` at the measurement times (Fujarewicz & Galuszka), and
-  ``dL/dtheta = integral_0^t_end a ∂f/∂theta dt`` gathered on the way. The state it needs is either stored
+  ``d hbar/dt = -F^T hbar - ∂l/∂h`` (F = ∂f/∂h) integrated backward in time with the same Runge-Kutta
+  method, with jumps ``hbar(t_k-) = hbar(t_k+) + ∂m_k/∂h`` at the measurement times (Fujarewicz &
+  Galuszka), and ``dL/dtheta = integral_0^t_end (∂f/∂theta)^T hbar dt`` gathered on the way. The state it needs is either stored
   at every grid point (``recover="checkpoints"``) or integrated backward beside the adjoint from the
   final state, reset to the forward pass's value at the measurement times (``recover="reverse"``, the
   scheme of Chen et al. 2018 and ``torchdiffeq.odeint_adjoint``).
@@ -418,11 +418,11 @@ def adjoint_gradients(network: CTRNN, params: Params, h0: Array, t_end: float, d
     backward pass gets the state h(t) that the adjoint equation is linearized at. From t_end down to 0, one step of ``method`` (step -dt) integrates::
 
         dh/dt = f(h, x(t))                          (the state, backward)
-        da/dt = -a ∂f/∂h - ∂l/∂h                    (the adjoint; l the running loss's integrand)
-        dg/dt = -a ∂f/∂theta                        (g(0) = dL/dtheta, from g(t_end) = 0)
+        d hbar/dt = -F^T hbar - ∂l/∂h               (the adjoint, F = ∂f/∂h; l the running loss's integrand)
+        dg/dt = -(∂f/∂theta)^T hbar                 (g(0) = dL/dtheta, from g(t_end) = 0)
 
-    and at a measurement time ``t_k`` the adjoint jumps, ``a(t_k-) = a(t_k+) + (h_out(t_k) - y_k)`` on the
-    outputs. ``recover="checkpoints"``: the forward pass stores h at every grid point and each backward
+    and at a measurement time ``t_k`` the adjoint jumps, ``hbar(t_k-) = hbar(t_k+) + (h_out(t_k) - y_k)``
+    on the outputs. ``recover="checkpoints"``: the forward pass stores h at every grid point and each backward
     step starts from the stored state; ``"reverse"``: it stores only the final state and the measured
     states, integrates h backward from t_end and resets it to the forward value at measurement times
     (the algorithm of ``torchdiffeq.odeint_adjoint``, which resets at the output times it is given; its
@@ -464,7 +464,7 @@ def adjoint_gradients(network: CTRNN, params: Params, h0: Array, t_end: float, d
 def _adjoint_step(problem: Problem, h: Array, adjoint: Array, t: float, step: float,
                   grads: Params) -> tuple[Array, Array]:
     """One Runge-Kutta step of size ``step`` < 0 of the state and the adjoint, adding the step's share of
-    ``integral a ∂f/∂theta dt`` (= -step sum_i b_i a_i ∂f/∂theta at the stages) into ``grads``."""
+    ``integral (∂f/∂theta)^T hbar dt`` (= -step sum_i b_i (∂f/∂theta)^T hbar_i at the stages) into ``grads``."""
     a, b, c, _ = problem.tableau
     h_rates: list[Array] = []
     a_rates: list[Array] = []

@@ -80,8 +80,8 @@ class CTRNN:
         u = -h + rate @ params["W_hh"].T + x @ params["W_xh"].T + params["b_h"]
         return u / params["tau"], rate
 
-    def vjp(self, params: Params, rate: Array, x: Array, f: Array, a: Array) -> tuple[Array, Params, Array]:
-        """Row vectors times the Jacobians of f at one point: ``(a ∂f/∂h, a ∂f/∂theta, a ∂f/∂x)``.
+    def vjp(self, params: Params, rate: Array, x: Array, f: Array, f_bar: Array) -> tuple[Array, Params, Array]:
+        """Row vectors times the Jacobians of f at one point: ``(f_bar ∂f/∂h, f_bar ∂f/∂theta, f_bar ∂f/∂x)``.
 
         Parameters
         ----------
@@ -89,20 +89,21 @@ class CTRNN:
             The parameters.
         rate, x, f : arrays
             phi(h) ``(B, H)``, the input ``(B, n_in)`` and f itself ``(B, H)`` at the point.
-        a : array, shape (B, H)
-            The row vectors (one per sequence).
+        f_bar : array, shape (B, H)
+            The row vectors (one per sequence): the adjoint of f.
 
         Returns
         -------
         tuple
-            ``a ∂f/∂h`` ``(B, H)``; ``a ∂f/∂theta`` as a dict of the parameters' shapes, summed over the
-            batch; ``a ∂f/∂x`` ``(B, n_in)``. With g = a / tau:  a ∂f/∂h = -g + phi'(h) ⊙ (W_hh^T g),
-            dW_hh = g phi(h)^T, dW_xh = g x^T, db_h = g, dtau = -g ⊙ f.
+            ``F^T f_bar`` ``(B, H)``; the parameters' adjoints as a dict of their shapes, summed over the
+            batch; ``W_xh^T g`` ``(B, n_in)``. With g = f_bar / tau (chapter, eq. eq-ct-vjp):
+            F^T f_bar = -g + phi'(h) ⊙ (W_hh^T g), W_hh_bar = g phi(h)^T, W_xh_bar = g x^T, b_h_bar = g,
+            tau_bar = -g ⊙ f.
         """
-        g = a / params["tau"]
-        d_h = -g + self._phi_prime(rate) * (g @ params["W_hh"])
+        g = f_bar / params["tau"]
+        h_bar = -g + self._phi_prime(rate) * (g @ params["W_hh"])
         d_params = {"W_hh": g.T @ rate, "W_xh": g.T @ x, "b_h": g.sum(axis=0), "tau": -(g * f).sum(axis=0)}
-        return d_h, d_params, g @ params["W_xh"]
+        return h_bar, d_params, g @ params["W_xh"]
 
     def jvp(self, params: Params, rate: Array, x: Array, f: Array, d_h: Array, d_params: Params, d_x: Array) -> Array:
         """The Jacobian of f times tangents of h ``(..., B, H)``, of the parameters ``(..., *shape)`` and of
