@@ -12,6 +12,8 @@ needs it is called, so both stay optional:
 * ``readout``, ``losses``, ``model``: a linear readout, the losses, and a cell with both;
 * ``optim``, ``train``, ``tasks``: optimizers and clipping, the training loop, the course's data;
 * ``truncation``: truncated BPTT(k2; k1), online, randomized (unbiased) and adaptive truncation;
+* ``checkpointing``: memory-efficient BPTT: the optimal recomputation policies within a memory budget
+  (hidden states, internal states, mixed; the sqrt(T) scheme) and a runner with full BPTT's gradients;
 * ``continuous``: continuous-time networks solved by Runge-Kutta, and their gradients through the solver
   or by the adjoint equation;
 * ``plots``, ``diagrams``: the figures' house style, and the drawn LSTM and GRU cells.
@@ -19,6 +21,7 @@ needs it is called, so both stay optional:
 from . import (
     bptt,
     cells,
+    checkpointing,
     continuous,
     diagrams,
     fused,
@@ -35,7 +38,7 @@ from . import (
 )
 
 __all__ = [
-    "bptt", "cells", "continuous", "diagrams", "fused", "gradcheck", "losses", "model", "optim", "plots", "readout",
+    "bptt", "cells", "checkpointing", "continuous", "diagrams", "fused", "gradcheck", "losses", "model", "optim", "plots", "readout",
     "tasks", "torch_ref", "train", "truncation",
 ]
 __version__ = "0.1.0"

@@ -36,6 +36,7 @@ backward halves (checkpointed BPTT) is made with ``split_method(forward, ...)`` 
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -43,7 +44,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.testing import assert_allclose
 
-from companion import bptt, truncation
+from companion import bptt, checkpointing, truncation
 from companion.fused import fused_path
 
 from helpers import state_parts
@@ -112,6 +113,27 @@ def _bptt_forward(fused: bool) -> Callable[..., tuple]:
     return forward
 
 
+def _checkpointed(scheme: str, slots_of: Callable[[int, int], int]) -> Callable[..., tuple]:
+    """``companion.checkpointing.checkpointed_bptt`` with ``slots = slots_of(T, internal_size)``. It returns
+    gradients only, recomputing what it needs from ``xs`` and ``state0``: the forward half takes the outputs
+    and the final state from the step loop, and keeps nothing else."""
+
+    def forward(cell, params, xs, state0):
+        hs, cache = bptt.forward(cell, params, xs, state0, fused=False)
+        internal_size = checkpointing.memory_sizes(cell, params, xs, state0).internal_slots
+        slots = slots_of(cache.length, internal_size)
+
+        def backward(dhs, d_final_state):
+            result = checkpointing.checkpointed_bptt(cell, params, xs, dhs, slots, state0=state0,
+                                                     d_final_state=d_final_state, scheme=scheme,
+                                                     internal_size=internal_size)
+            return result.grads, result.dxs, result.dstate0
+
+        return hs, cache.final_state, backward
+
+    return forward
+
+
 REFERENCE = "steps"
 
 METHODS: dict[str, GradientMethod] = {
@@ -123,6 +145,12 @@ METHODS: dict[str, GradientMethod] = {
     # through the whole prefix, and one window (k1 = k2 = T); both are full BPTT
     "truncated-k2>=T": GradientMethod(_truncated(lambda T: 1)),
     "truncated-k1=k2=T": GradientMethod(_truncated(lambda T: T)),
+    # companion.checkpointing: two stored states (most steps recomputed more than once); room for s_0, one
+    # internal state and one hidden state (every kind of move of the mixed recursion); about sqrt(T)
+    # segments, each re-run with its caches kept
+    "checkpointed-hsm-2slots": split_method(_checkpointed("hsm", lambda T, internal_size: 2)),
+    "checkpointed-msm": split_method(_checkpointed("msm", lambda T, internal_size: internal_size + 2)),
+    "checkpointed-sqrt": split_method(_checkpointed("sqrt", lambda T, internal_size: math.isqrt(T - 1) + 1)),
 }
 
 
