@@ -16,6 +16,8 @@ needs it is called, so both stay optional:
   (hidden states, internal states, mixed; the sqrt(T) scheme) and a runner with full BPTT's gradients;
 * ``continuous``: continuous-time networks solved by Runge-Kutta, and their gradients through the solver
   or by the adjoint equation;
+* ``rtrl``: real-time recurrent learning: BPTT's gradient carried forward in time through the cells'
+  forward mode, and online training with the carried sensitivities;
 * ``plots``, ``diagrams``: the figures' house style, and the drawn LSTM and GRU cells.
 """
 from . import (
@@ -31,6 +33,7 @@ from . import (
     optim,
     plots,
     readout,
+    rtrl,
     tasks,
     torch_ref,
     train,
@@ -39,6 +42,6 @@ from . import (
 
 __all__ = [
     "bptt", "cells", "checkpointing", "continuous", "diagrams", "fused", "gradcheck", "losses", "model", "optim", "plots", "readout",
-    "tasks", "torch_ref", "train", "truncation",
+    "rtrl", "tasks", "torch_ref", "train", "truncation",
 ]
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """The table of gradient methods that the tests check against each other.
 
-Every method computes the same five things for a cell, its parameters, inputs ``xs`` (T, B, n_in), an
-initial state ``state0`` (``None`` for the zero state) and the loss
+Every method computes the same five things (or some of them: ``computes`` below) for a cell, its
+parameters, inputs ``xs`` (T, B, n_in), an initial state ``state0`` (``None`` for the zero state) and the loss
 L = sum(hs * dhs) + sum(final_state * d_final_state)::
 
     method.run(cell, params, xs, state0, dhs, d_final_state) -> Result(hs, final_state, grads, dxs, dstate0)
@@ -29,6 +29,8 @@ k2 >= T (which must then equal full BPTT; the entry "truncated-k2>=T" below)::
     METHODS["truncated-k2>=T"] = GradientMethod(_truncated_k2_at_least_T)
 
 (``applies`` defaults to every cell; a method that serves some cells only says which, as "fused" does).
+A method that cannot produce one of the five outputs returns ``None`` there and names what it does
+produce in ``computes`` (RTRL, forward mode, has no ``dxs``); the tests compare only those.
 The parametrized tests pick the entry up; nothing else changes. A method with separate forward and
 backward halves (checkpointed BPTT) is made with ``split_method(forward, ...)`` instead, where
 ``forward(cell, params, xs, state0) -> (hs, final_state, backward)`` and
@@ -44,7 +46,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.testing import assert_allclose
 
-from companion import bptt, checkpointing, truncation
+from companion import bptt, checkpointing, rtrl, truncation
 from companion.fused import fused_path
 
 from helpers import state_parts
@@ -61,6 +63,9 @@ class Result(NamedTuple):
     dstate0: Any
 
 
+EVERY_OUTPUT = frozenset(Result._fields)
+
+
 def _every_cell(cell) -> bool:
     return True
 
@@ -72,6 +77,7 @@ class GradientMethod:
     run: Callable[..., Result]
     applies: Callable[[Any], bool] = _every_cell
     forward: Callable[..., tuple] | None = None
+    computes: frozenset[str] = EVERY_OUTPUT
 
 
 def split_method(forward: Callable[..., tuple], applies: Callable[[Any], bool] = _every_cell) -> GradientMethod:
@@ -134,6 +140,12 @@ def _checkpointed(scheme: str, slots_of: Callable[[int, int], int]) -> Callable[
     return forward
 
 
+def _rtrl(cell, params, xs, state0, dhs, d_final_state=None) -> Result:
+    """``companion.rtrl.rtrl``: forward mode gives no input gradients (``dxs`` is ``None``)."""
+    result = rtrl.rtrl(cell, params, xs, dhs, state0=state0, d_final_state=d_final_state)
+    return Result(result.hs, result.final_state, result.grads, None, result.dstate0)
+
+
 REFERENCE = "steps"
 
 METHODS: dict[str, GradientMethod] = {
@@ -151,16 +163,25 @@ METHODS: dict[str, GradientMethod] = {
     "checkpointed-hsm-2slots": split_method(_checkpointed("hsm", lambda T, internal_size: 2)),
     "checkpointed-msm": split_method(_checkpointed("msm", lambda T, internal_size: internal_size + 2)),
     "checkpointed-sqrt": split_method(_checkpointed("sqrt", lambda T, internal_size: math.isqrt(T - 1) + 1)),
+    # companion.rtrl: the sensitivities carried forward, one direction per parameter and state entry
+    "rtrl": GradientMethod(_rtrl, computes=EVERY_OUTPUT - {"dxs"}),
 }
 
 
-def assert_same_result(got: Result, expected: Result, *, tolerance: dict, label: str = "") -> None:
-    """``got`` and ``expected`` agree: every array to ``tolerance`` (``assert_allclose`` keywords), with
-    the same dtypes, keys and state structure; ``label`` prefixes the failure messages."""
-    pairs = [("hs", got.hs, expected.hs), ("dxs", got.dxs, expected.dxs)]
-    assert list(got.grads) == list(expected.grads), (list(got.grads), list(expected.grads))
-    pairs += [(f"grads[{key!r}]", got.grads[key], expected.grads[key]) for key in expected.grads]
+def assert_same_result(got: Result, expected: Result, *, tolerance: dict, label: str = "",
+                       computes: frozenset[str] = EVERY_OUTPUT) -> None:
+    """``got`` and ``expected`` agree: every array of the outputs ``computes`` names to ``tolerance``
+    (``assert_allclose`` keywords), with the same dtypes, keys and state structure; the others of ``got``
+    are ``None``. ``label`` prefixes the failure messages."""
+    for name in EVERY_OUTPUT - computes:
+        assert getattr(got, name) is None, f"{label}: {name} is not computed, so it must be None"
+    pairs = [(name, getattr(got, name), getattr(expected, name)) for name in ("hs", "dxs") if name in computes]
+    if "grads" in computes:
+        assert list(got.grads) == list(expected.grads), (list(got.grads), list(expected.grads))
+        pairs += [(f"grads[{key!r}]", got.grads[key], expected.grads[key]) for key in expected.grads]
     for name in ("final_state", "dstate0"):
+        if name not in computes:
+            continue
         a, b = state_parts(getattr(got, name)), state_parts(getattr(expected, name))
         assert isinstance(getattr(got, name), tuple) == isinstance(getattr(expected, name), tuple), name
         assert len(a) == len(b), name
