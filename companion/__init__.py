@@ -18,6 +18,10 @@ needs it is called, so both stay optional:
   or by the adjoint equation;
 * ``rtrl``: real-time recurrent learning: BPTT's gradient carried forward in time through the cells'
   forward mode, and online training with the carried sensitivities;
+* ``eprop``: e-prop for the Elman cell: eligibility traces times learning signals (symmetric or random
+  feedback), exact with the exact signals, and online training with it;
+* ``uoro``: unbiased online recurrent optimization for any cell: a random rank-one sensitivity carried by
+  one tangent and one backward step per step, and online training with it;
 * ``plots``, ``diagrams``: the figures' house style, and the drawn LSTM and GRU cells.
 """
 from . import (
@@ -26,6 +30,7 @@ from . import (
     checkpointing,
     continuous,
     diagrams,
+    eprop,
     fused,
     gradcheck,
     losses,
@@ -38,10 +43,11 @@ from . import (
     torch_ref,
     train,
     truncation,
+    uoro,
 )
 
 __all__ = [
-    "bptt", "cells", "checkpointing", "continuous", "diagrams", "fused", "gradcheck", "losses", "model", "optim", "plots", "readout",
-    "rtrl", "tasks", "torch_ref", "train", "truncation",
+    "bptt", "cells", "checkpointing", "continuous", "diagrams", "eprop", "fused", "gradcheck", "losses", "model", "optim", "plots", "readout",
+    "rtrl", "tasks", "torch_ref", "train", "truncation", "uoro",
 ]
 __version__ = "0.1.0"
