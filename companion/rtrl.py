@@ -36,10 +36,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .cells.base import Cell, check_cell
 from .model import check_loss, output_loss_and_grads, split_params
-from .optim import Optimizer, clip_grad_norm, global_norm
-from .train import History
+from .optim import Optimizer
+from .train import History, apply_update, check_optimizer_and_clip, check_stream
 from .types import Array, Params, State
-from .validation import as_float_array, check_positive_float, check_positive_int, check_shape
+from .validation import as_float_array, check_positive_int, check_shape
 
 
 class RTRLResult(NamedTuple):
@@ -245,19 +245,10 @@ def online_rtrl(
     """
     cell = check_cell(cell)
     check_loss(loss)
-    if not callable(getattr(optimizer, "step", None)):
-        raise ValueError(f"optimizer must have a step(params, grads) method, got {optimizer!r}")
+    clip = check_optimizer_and_clip(optimizer, clip)
     k1 = check_positive_int(k1, "k1")
-    if clip is not None:
-        clip = check_positive_float(clip, "clip")
-    xs = as_float_array(xs, "xs")
-    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
+    xs, targets = check_stream(cell, xs, targets)
     T, B = xs.shape[:2]
-    if T == 0 or B == 0:
-        raise ValueError(f"xs must have T >= 1 and B >= 1, got shape {xs.shape}")
-    targets = np.asarray(targets)
-    if targets.shape[:2] != xs.shape[:2]:
-        raise ValueError(f"targets must start with the (T, B) = {xs.shape[:2]} of xs, got shape {targets.shape}")
     cell_params, readout_params = _checked_split(cell, params, readout)
     state = _initial_state(cell, cell_params, xs, state0)
     directions = unit_directions(cell, B, dtype=np.result_type(xs, *_parts(state), *cell_params.values()),
@@ -277,14 +268,7 @@ def online_rtrl(
             flat = flat + weight * _contract(cell.hidden(sens), dh[0]).sum(axis=1)   # += Pi_t^T g_t
             readout_grads = {key: readout_grads.get(key, 0.0) + weight * grad for key, grad in step_readout.items()}
         grads = {**_unflatten(cell, flat), **readout_grads}
-        grads = {key: grads[key] for key in params}
-        if clip is None:
-            grad_norm = global_norm(grads)
-        else:
-            grads, grad_norm = clip_grad_norm(grads, clip)
-        optimizer.step(params, grads)
-        history.losses.append(float(value))
-        history.grad_norms.append(grad_norm)
+        apply_update(params, {key: grads[key] for key in params}, optimizer, history, value, clip=clip)
         cell_params, readout_params = _checked_split(cell, params, readout)  # the updated parameters
     return history
 

@@ -8,6 +8,11 @@ With ``carry_state=True`` the batches are consecutive windows of the same stream
 stream_windows``), and the state at the end of one window is where the next one starts:
 ``loss_and_grads(params, batch, state0)`` returns ``(loss, grads, final_state)``, and the loop hands
 ``final_state`` to the next call. This is how a long stream is trained window by window.
+
+The online loops of the course (``truncation.online_tbptt``, ``rtrl.online_rtrl``, ``eprop.online_eprop``,
+``uoro.online_uoro``) share this module's checks of their arguments (``check_optimizer_and_clip``,
+``check_stream``) and its update (``apply_update``: clip, optimizer step, record), so every loop clips and
+records the same way.
 """
 from __future__ import annotations
 
@@ -17,11 +22,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from .optim import Optimizer, clip_grad_norm, global_norm
-from .types import Params, State
-from .validation import check_positive_float, check_positive_int
+from .types import Array, Params, State
+from .validation import as_float_array, check_positive_float, check_positive_int, check_shape
 
 
 @dataclass
@@ -43,6 +49,40 @@ class History:
     def steps(self) -> int:
         """The number of steps taken."""
         return len(self.losses)
+
+
+def check_optimizer_and_clip(optimizer: object, clip: object) -> float | None:
+    """Raise ``ValueError`` unless ``optimizer`` has ``step(params, grads)``; return ``clip`` checked
+    (``None``, or a finite positive float)."""
+    if not callable(getattr(optimizer, "step", None)):
+        raise ValueError(f"optimizer must have a step(params, grads) method, got {optimizer!r}")
+    return None if clip is None else check_positive_float(clip, "clip")
+
+
+def check_stream(cell: Any, xs: object, targets: object) -> tuple[Array, Array]:
+    """``(xs, targets)`` of an online training loop, checked: ``xs`` a float array ``(T, B, n_in)`` with
+    T, B >= 1 and ``n_in`` the cell's, ``targets`` an array whose shape starts with ``(T, B)``."""
+    xs = as_float_array(xs, "xs")
+    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
+    if xs.shape[0] == 0 or xs.shape[1] == 0:
+        raise ValueError(f"xs must have T >= 1 and B >= 1, got shape {xs.shape}")
+    targets = np.asarray(targets)
+    if targets.shape[:2] != xs.shape[:2]:
+        raise ValueError(f"targets must start with the (T, B) = {xs.shape[:2]} of xs, got shape {targets.shape}")
+    return xs, targets
+
+
+def apply_update(params: Params, grads: Params, optimizer: Optimizer, history: History, loss: float, *,
+           clip: float | None) -> None:
+    """One update of every training loop of the course: clip ``grads`` to global norm ``clip`` (if given),
+    ``optimizer.step(params, grads)``, and record ``loss`` and the pre-clipping norm in ``history``."""
+    if clip is None:
+        grad_norm = global_norm(grads)
+    else:
+        grads, grad_norm = clip_grad_norm(grads, clip)
+    optimizer.step(params, grads)
+    history.losses.append(float(loss))
+    history.grad_norms.append(grad_norm)
 
 
 def train(
@@ -95,13 +135,10 @@ def train(
     """
     if not callable(loss_and_grads):
         raise ValueError(f"loss_and_grads must be a callable (params, batch) -> (loss, grads), got {loss_and_grads!r}")
-    if not callable(getattr(optimizer, "step", None)):
-        raise ValueError(f"optimizer must have a step(params, grads) method, got {optimizer!r}")
+    clip = check_optimizer_and_clip(optimizer, clip)
     if not isinstance(batches, Iterable):
         raise ValueError(f"batches must be an iterable of batches, got {type(batches).__name__}")
     steps = check_positive_int(steps, "steps")
-    if clip is not None:
-        clip = check_positive_float(clip, "clip")
 
     history = History()
     state: State | None = None
@@ -120,13 +157,7 @@ def train(
             loss = float(loss)
             if not math.isfinite(loss):
                 raise ValueError(f"loss_and_grads returned a non-finite loss ({loss}) at step {step}")
-            if clip is None:
-                grad_norm = global_norm(grads)
-            else:
-                grads, grad_norm = clip_grad_norm(grads, clip)
-            optimizer.step(params, grads)
-            history.losses.append(loss)
-            history.grad_norms.append(grad_norm)
+            apply_update(params, grads, optimizer, history, loss, clip=clip)
             if (step + 1) % report_every == 0 or step + 1 == steps:
                 bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
             bar.update(1)

@@ -25,8 +25,8 @@ import numpy as np
 from . import bptt
 from .cells.base import Cell, check_cell
 from .model import check_loss, output_loss_and_grads, split_params
-from .optim import Optimizer, clip_grad_norm, global_norm
-from .train import History
+from .optim import Optimizer
+from .train import History, apply_update, check_optimizer_and_clip, check_stream
 from .types import Array, Params, State
 from .validation import as_float_array, as_rng, check_positive_float, check_positive_int, check_shape
 
@@ -413,16 +413,9 @@ def online_tbptt(
     """
     cell = check_cell(cell)
     check_loss(loss)
-    if not callable(getattr(optimizer, "step", None)):
-        raise ValueError(f"optimizer must have a step(params, grads) method, got {optimizer!r}")
-    if clip is not None:
-        clip = check_positive_float(clip, "clip")
-    xs = as_float_array(xs, "xs")
-    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
+    clip = check_optimizer_and_clip(optimizer, clip)
+    xs, targets = check_stream(cell, xs, targets)
     T = xs.shape[0]
-    targets = np.asarray(targets)
-    if targets.shape[:2] != xs.shape[:2]:
-        raise ValueError(f"targets must start with the (T, B) = {xs.shape[:2]} of xs, got shape {targets.shape}")
     history = History()
     passes = backward_points(T, k1, k2)
     state = state0                             # the state before the window's first step
@@ -441,13 +434,7 @@ def online_tbptt(
         cell_grads, _, _ = _backward_window(cell, cell_params, segments, window_dhs, None)
         grads.update(cell_grads)
         grads = {key: grads[key] for key in params}
-        if clip is None:
-            grad_norm = global_norm(grads)
-        else:
-            grads, grad_norm = clip_grad_norm(grads, clip)
-        optimizer.step(params, grads)
-        history.losses.append(float(value))
-        history.grad_norms.append(grad_norm)
+        apply_update(params, grads, optimizer, history, value, clip=clip)
     return history
 
 

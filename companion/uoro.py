@@ -33,10 +33,10 @@ import numpy as np
 
 from .cells.base import Cache, Cell, check_cell
 from .model import check_loss, output_loss_and_grads, split_params
-from .optim import Optimizer, clip_grad_norm, global_norm
-from .train import History
+from .optim import Optimizer
+from .train import History, apply_update, check_optimizer_and_clip, check_stream
 from .types import Array, Params, State
-from .validation import as_float_array, as_rng, check_positive_float, check_positive_int, check_shape
+from .validation import as_float_array, as_rng, check_positive_int, check_shape
 
 
 class UOROTangents(NamedTuple):
@@ -254,18 +254,11 @@ def online_uoro(
     check_loss(loss)
     k1 = check_positive_int(k1, "k1")
     rng = as_rng(rng)
-    if not callable(getattr(optimizer, "step", None)):
-        raise ValueError(f"optimizer must have a step(params, grads) method, got {optimizer!r}")
-    if clip is not None:
-        clip = check_positive_float(clip, "clip")
+    clip = check_optimizer_and_clip(optimizer, clip)
     cell_params, readout_params = split_params(cell, params, readout)   # views: the updates show in both
     cell.check_params(cell_params)
-    xs = as_float_array(xs, "xs")
-    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
+    xs, targets = check_stream(cell, xs, targets)
     T, B = xs.shape[:2]
-    targets = np.asarray(targets)
-    if targets.shape[:2] != (T, B):
-        raise ValueError(f"targets must start with the (T, B) = {(T, B)} of xs, got shape {targets.shape}")
     state = cell.initial_state(B) if state0 is None else cell.check_state(state0, B, "state0")
     tangents = initial_tangents(cell, cell_params, state)
     history = History()
@@ -279,14 +272,8 @@ def online_uoro(
         total = grads if total is None else {key: total[key] + grads[key] for key in grads}
         value_sum, count = value_sum + value, count + 1
         if count == k1 or t == T - 1:                                          # the mean over the new steps
-            update = {key: total[key] / count for key in params}
-            if clip is None:
-                grad_norm = global_norm(update)
-            else:
-                update, grad_norm = clip_grad_norm(update, clip)
-            optimizer.step(params, update)
-            history.losses.append(value_sum / count)
-            history.grad_norms.append(grad_norm)
+            apply_update(params, {key: total[key] / count for key in params}, optimizer, history,
+                         value_sum / count, clip=clip)
             total, value_sum, count = None, 0.0, 0
     return history
 
