@@ -33,6 +33,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import pathlib
+import platform
 import time
 
 
@@ -90,6 +92,21 @@ def torch_loop(cell, tensors: dict, x, torch):
             h = torch.tanh(x_t @ p["W_xh"].T + h @ p["W_hh"].T + p["b_h"])
         outputs.append(h)
     return torch.stack(outputs)
+
+
+def machine_description() -> dict:
+    """The machine a benchmark ran on, for its stored record: the CPU's model name (Linux: /proc/cpuinfo,
+    else ``platform.processor()``), the architecture, the number of CPUs and the platform string."""
+    processor = platform.processor()
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                processor = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"processor": processor, "machine": platform.machine(), "cpus": os.cpu_count(),
+            "platform": platform.platform()}
 
 
 def blas_description(threadpool_info: list[dict]) -> str:

@@ -37,6 +37,7 @@ import tracemalloc
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from bptt_speed import blas_description
 from companion import bptt, checkpointing
 from companion.cells import LSTM
 
@@ -68,15 +69,6 @@ def traced_peak(function) -> int:
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak
-
-
-def blas_description() -> str:
-    """numpy's BLAS library, version, kernel and default threads, and the OPENBLAS_* variables set."""
-    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
-    described = ", ".join(f"{pool['internal_api']} {pool['version']} (kernel {pool.get('architecture')}, "
-                          f"{pool['num_threads']} threads)" for pool in blas)
-    variables = {name: value for name, value in sorted(os.environ.items()) if name.startswith("OPENBLAS_")}
-    return f"{described}; environment: {variables or 'no OPENBLAS_* variables'}"
 
 
 def configurations(sizes: checkpointing.MemorySizes, T: int) -> list[dict]:
@@ -116,7 +108,7 @@ def main() -> None:
     xs = rng.normal(size=(T, B, n_in)).astype(np.float32)
     dhs = rng.normal(size=(T, B, H)).astype(np.float32)
     sizes = checkpointing.memory_sizes(cell, params, xs)
-    print(f"T={T}, B={B}, n_in={n_in}, H={H}, float32; numpy {np.__version__}; {blas_description()}")
+    print(f"T={T}, B={B}, n_in={n_in}, H={H}, float32; numpy {np.__version__}; {blas_description(threadpool_info())}")
     print(f"state {sizes.state} B, internal state {sizes.internal} B ({sizes.internal_slots} slots), "
           f"full BPTT's step loop {sizes.full / 1e6:.2f} MB", flush=True)
 
@@ -177,7 +169,7 @@ def main() -> None:
         "command": " ".join(["python", "benchmarks/checkpointing_memory.py", *sys.argv[1:]]),
         "date": datetime.date.today().isoformat(),
         "versions": {"python": platform.python_version(), "numpy": np.__version__},
-        "blas": blas_description(),
+        "blas": blas_description(threadpool_info()),
         "cpus": os.cpu_count(),
         "setup": {"cell": "LSTM", "dtype": "float32", "T": T, "B": B, "n_in": n_in, "H": H, "rounds": args.rounds},
         "sizes": {"state": sizes.state, "internal": sizes.internal, "internal_slots": sizes.internal_slots,

@@ -47,14 +47,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import pathlib
 import platform
 import subprocess
 import sys
 import time
 
-from bptt_speed import blas_description, interleaved_ms, thread_setting
+from bptt_speed import blas_description, interleaved_ms, machine_description, thread_setting
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SETTINGS = {"B": 32, "n_hidden": 64, "n_in": 8, "n_out": 8, "nonlinearity": "tanh", "dt": 0.01, "t_end": 10.0,
@@ -274,8 +273,7 @@ def main() -> None:
         "script": "benchmarks/continuous_adjoint.py",
         "command": " ".join(["python benchmarks/continuous_adjoint.py", *sys.argv[1:]]),
         "date": datetime.date.today().isoformat(),
-        "machine": {"processor": _processor(), "machine": platform.machine(), "cpus": os.cpu_count(),
-                    "platform": platform.platform()},
+        "machine": machine_description(),
         "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
                      "torchdiffeq": torchdiffeq.__version__, "threadpoolctl": threadpoolctl.__version__},
         "blas": blas_description(threadpoolctl.threadpool_info()),
@@ -303,18 +301,6 @@ def main() -> None:
     }
     pathlib.Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     print(f"\nwritten to {args.out} ({record['seconds']} s)")
-
-
-def _processor() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else ``platform.processor()``."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

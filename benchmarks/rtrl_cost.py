@@ -24,13 +24,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import pathlib
 import platform
 import sys
 import time
 
-from bptt_speed import blas_description, interleaved_ms
+from bptt_speed import blas_description, interleaved_ms, machine_description
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WIDTHS = [4, 8, 16, 32, 64, 128]
@@ -95,8 +94,7 @@ def main() -> None:
         "script": "benchmarks/rtrl_cost.py",
         "command": " ".join(["python benchmarks/rtrl_cost.py", *sys.argv[1:]]),
         "date": datetime.date.today().isoformat(),
-        "machine": {"processor": _processor(), "machine": platform.machine(), "cpus": os.cpu_count(),
-                    "platform": platform.platform()},
+        "machine": machine_description(),
         "versions": {"python": platform.python_version(), "numpy": np.__version__,
                      "threadpoolctl": threadpoolctl.__version__},
         "blas": blas,
@@ -109,17 +107,6 @@ def main() -> None:
     }
     pathlib.Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     print(f"\nwritten to {args.out} ({record['seconds']} s)")
-
-
-def _processor() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else ``platform.processor()``."""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":
