@@ -17,6 +17,10 @@ Two paths compute the same numbers:
 
 ``state_adjoints`` returns dL/d(state_t) at every step, the quantity that the chapters on vanishing
 gradients, truncation and continuous time plot.
+
+``check_inputs``, ``check_dhs`` and ``start_state`` check a sequence's inputs, its output gradients and its
+initial state once; the other sequence algorithms (truncation, checkpointing, RTRL, UORO, the online
+loops) call them too, so every algorithm refuses the same bad input with the same message.
 """
 from __future__ import annotations
 
@@ -99,15 +103,8 @@ def forward(
         What ``backward`` needs, with the initial and the final state.
     """
     cell, params = _check_cell_and_params(cell, params)
-    xs = as_float_array(xs, "xs")
-    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
-    T, B = xs.shape[:2]
-    if T == 0 or B == 0:
-        raise ValueError(f"xs must have T >= 1 and B >= 1, got shape {xs.shape}")
-    if state0 is None:
-        state0 = cell.initial_state(B, dtype=np.result_type(xs, *params.values()))
-    else:
-        state0 = cell.check_state(state0, B, "state0")
+    xs = check_inputs(cell, xs)
+    state0 = start_state(cell, params, xs, state0)
     path = fused_path(cell) if fused else None
     if path is not None:
         hs, final_state, fused_cache = path.forward(cell, params, xs, state0)
@@ -251,6 +248,32 @@ def backward_steps(
     return grads, dxs, d_state
 
 
+def check_inputs(cell: Cell, xs: object) -> Array:
+    """``xs`` as a floating-point array ``(T, B, n_in)`` of ``cell``'s input width with T, B >= 1, else a
+    ``ValueError`` naming ``xs``. Every sequence algorithm of the companion checks its inputs with it."""
+    xs = as_float_array(xs, "xs")
+    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
+    if xs.shape[0] == 0 or xs.shape[1] == 0:
+        raise ValueError(f"xs must have T >= 1 and B >= 1, got shape {xs.shape}")
+    return xs
+
+
+def check_dhs(cell: Cell, dhs: object, T: int, B: int) -> Array:
+    """``dhs`` (dL/dh_t of every step) as a floating-point array ``(T, B, output_width)``, else a
+    ``ValueError`` naming ``dhs``."""
+    dhs = as_float_array(dhs, "dhs")
+    check_shape(dhs, (T, B, cell.output_width), "dhs", "(T, B, n_hidden)")
+    return dhs
+
+
+def start_state(cell: Cell, params: Params, xs: Array, state0: object) -> State:
+    """``state0`` checked for the batch of ``xs`` ``(T, B, n_in)``, or, if it is ``None``, the zero state in
+    the dtype of the forward pass (that of ``xs`` and ``params`` together)."""
+    if state0 is None:
+        return cell.initial_state(xs.shape[1], dtype=np.result_type(xs, *params.values()))
+    return cell.check_state(state0, xs.shape[1], "state0")
+
+
 def _step_caches(cell: Cell, params: Params, cache: SequenceCache) -> list[Any]:
     """The step loop's caches of a sequence: kept by the step loop, recomputed for a fused cache."""
     if cache.steps is not None:
@@ -273,8 +296,7 @@ def _check_backward_arguments(
     if type(cache.cell) is not type(cell) or repr(cache.cell) != repr(cell):
         raise ValueError(f"cache comes from bptt.forward with the cell {cache.cell!r}, not with {cell!r}")
     T, B = cache.length, cache.batch
-    dhs = as_float_array(dhs, "dhs")
-    check_shape(dhs, (T, B, cell.output_width), "dhs", "(T, B, n_hidden)")
+    dhs = check_dhs(cell, dhs, T, B)
     if d_final_state is None:
         d_final_state = cell.zero_state_grad(cache.final_state)
     else:

@@ -41,7 +41,7 @@ import numpy as np
 from . import bptt
 from .cells.base import Cell, check_cell
 from .types import Array, Params, State
-from .validation import as_float_array, check_positive_int, check_shape
+from .validation import check_positive_int
 
 SCHEMES = ("hsm", "ism", "msm", "sqrt")
 """The policies ``policy`` and ``checkpointed_bptt`` know (see the module docstring)."""
@@ -557,17 +557,10 @@ def checkpointed_bptt(
     """
     cell = check_cell(cell)
     params = cell.check_params(params)
-    xs = as_float_array(xs, "xs")
-    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
+    xs = bptt.check_inputs(cell, xs)
     T, B = xs.shape[:2]
-    if T == 0 or B == 0:
-        raise ValueError(f"xs must have T >= 1 and B >= 1, got shape {xs.shape}")
-    dhs = as_float_array(dhs, "dhs")
-    check_shape(dhs, (T, B, cell.output_width), "dhs", "(T, B, n_hidden)")
-    if state0 is None:
-        state0 = cell.initial_state(B, dtype=np.result_type(xs, *params.values()))
-    else:
-        state0 = cell.check_state(state0, B, "state0")
+    dhs = bptt.check_dhs(cell, dhs, T, B)
+    state0 = bptt.start_state(cell, params, xs, state0)
     if d_final_state is not None:
         d_final_state = cell.check_state(d_final_state, B, "d_final_state")
     plan = policy(T, slots, scheme=scheme, internal_size=internal_size)

@@ -34,12 +34,13 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .bptt import check_dhs, check_inputs, start_state
 from .cells.base import Cell, check_cell
 from .model import check_loss, output_loss_and_grads, split_params
 from .optim import Optimizer
 from .train import History, apply_update, check_optimizer_and_clip, check_stream
 from .types import Array, Params, State
-from .validation import as_float_array, check_positive_int, check_shape
+from .validation import check_positive_int
 
 
 class RTRLResult(NamedTuple):
@@ -127,14 +128,10 @@ def rtrl(
     """
     cell = check_cell(cell)
     params = cell.check_params(params)
-    xs = as_float_array(xs, "xs")
-    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
+    xs = check_inputs(cell, xs)
     T, B = xs.shape[:2]
-    if T == 0 or B == 0:
-        raise ValueError(f"xs must have T >= 1 and B >= 1, got shape {xs.shape}")
-    dhs = as_float_array(dhs, "dhs")
-    check_shape(dhs, (T, B, cell.output_width), "dhs", "(T, B, n_hidden)")
-    state = _initial_state(cell, params, xs, state0)
+    dhs = check_dhs(cell, dhs, T, B)
+    state = start_state(cell, params, xs, state0)
     if d_final_state is not None:
         d_final_state = cell.check_state(d_final_state, B, "d_final_state")
     directions = unit_directions(cell, B, dtype=np.result_type(xs, *_parts(state), *params.values()), state0=True)
@@ -250,7 +247,7 @@ def online_rtrl(
     xs, targets = check_stream(cell, xs, targets)
     T, B = xs.shape[:2]
     cell_params, readout_params = _checked_split(cell, params, readout)
-    state = _initial_state(cell, cell_params, xs, state0)
+    state = start_state(cell, cell_params, xs, state0)
     directions = unit_directions(cell, B, dtype=np.result_type(xs, *_parts(state), *cell_params.values()),
                                  state0=False)
     sens = directions.sensitivities                                          # Pi_0 = 0, parts (P, B, width)
@@ -311,13 +308,6 @@ def _split_state(cell: Cell, joined: Array) -> State:
     parts = np.split(joined, np.cumsum(cell.state_widths)[:-1], axis=-1)
     parts = tuple(np.ascontiguousarray(part) for part in parts)
     return parts[0] if len(parts) == 1 else parts
-
-
-def _initial_state(cell: Cell, params: Params, xs: Array, state0: State | None) -> State:
-    """``state0`` checked for the batch of ``xs``, or the zero state in the dtype of the forward pass."""
-    if state0 is None:
-        return cell.initial_state(xs.shape[1], dtype=np.result_type(xs, *params.values()))
-    return cell.check_state(state0, xs.shape[1], "state0")
 
 
 def _checked_split(cell: Cell, params: object, readout: bool) -> tuple[Params, Params | None]:

@@ -35,10 +35,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import continuous
+from . import bptt, continuous
 from .cells import CTRNN, GRU, LSTM, Cell, Elman
 from .types import Array, Params, State
-from .validation import as_float_array, check_params, check_shape
+from .validation import check_params
 
 _GATES = {Elman: ("h",), LSTM: ("i", "f", "g", "o"), GRU: ("r", "z", "n")}
 _TORCH_NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")   # one layer's arrays, in order
@@ -218,11 +218,9 @@ def rnn_autograd_gradients(
     """
     torch = _torch()
     module = to_torch(cell, params)
-    xs = as_float_array(xs, "xs")
-    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
+    xs = bptt.check_inputs(cell, xs)
     T, B = xs.shape[:2]
-    dhs = as_float_array(dhs, "dhs")
-    check_shape(dhs, (T, B, cell.output_width), "dhs", "(T, B, n_hidden)")
+    dhs = bptt.check_dhs(cell, dhs, T, B)
     state0 = cell.initial_state(B) if state0 is None else cell.check_state(state0, B, "state0")
     x = torch.tensor(xs.astype(np.float64), requires_grad=True)
     parts = state0 if isinstance(cell, LSTM) else (state0,)

@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from .bptt import check_inputs
 from .optim import Optimizer, clip_grad_norm, global_norm
 from .types import Array, Params, State
-from .validation import as_float_array, check_positive_float, check_positive_int, check_shape
+from .validation import check_positive_float, check_positive_int
 
 
 @dataclass
@@ -62,10 +63,7 @@ def check_optimizer_and_clip(optimizer: object, clip: object) -> float | None:
 def check_stream(cell: Any, xs: object, targets: object) -> tuple[Array, Array]:
     """``(xs, targets)`` of an online training loop, checked: ``xs`` a float array ``(T, B, n_in)`` with
     T, B >= 1 and ``n_in`` the cell's, ``targets`` an array whose shape starts with ``(T, B)``."""
-    xs = as_float_array(xs, "xs")
-    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
-    if xs.shape[0] == 0 or xs.shape[1] == 0:
-        raise ValueError(f"xs must have T >= 1 and B >= 1, got shape {xs.shape}")
+    xs = check_inputs(cell, xs)
     targets = np.asarray(targets)
     if targets.shape[:2] != xs.shape[:2]:
         raise ValueError(f"targets must start with the (T, B) = {xs.shape[:2]} of xs, got shape {targets.shape}")

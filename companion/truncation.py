@@ -28,7 +28,7 @@ from .model import check_loss, output_loss_and_grads, split_params
 from .optim import Optimizer
 from .train import History, apply_update, check_optimizer_and_clip, check_stream
 from .types import Array, Params, State
-from .validation import as_float_array, as_rng, check_positive_float, check_positive_int, check_shape
+from .validation import as_rng, check_positive_float, check_positive_int
 
 
 class TruncatedResult(NamedTuple):
@@ -134,11 +134,9 @@ def truncated_gradients(
     """
     cell = check_cell(cell)
     params = cell.check_params(params)
-    xs = as_float_array(xs, "xs")
-    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
+    xs = bptt.check_inputs(cell, xs)
     T, B = xs.shape[:2]
-    dhs = as_float_array(dhs, "dhs")
-    check_shape(dhs, (T, B, cell.output_width), "dhs", "(T, B, n_hidden)")
+    dhs = bptt.check_dhs(cell, dhs, T, B)
     if d_final_state is not None:
         d_final_state = cell.check_state(d_final_state, B, "d_final_state")
     passes = backward_points(T, k1, k2)
@@ -305,11 +303,9 @@ def choose_k2(
     tolerance = check_positive_float(tolerance, "tolerance")
     if tolerance >= 1:
         raise ValueError(f"tolerance must lie in (0, 1), got {tolerance!r}")
-    xs = as_float_array(xs, "xs")
-    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
+    xs = bptt.check_inputs(cell, xs)
     T, B = xs.shape[:2]
-    dhs = as_float_array(dhs, "dhs")
-    check_shape(dhs, (T, B, cell.output_width), "dhs", "(T, B, n_hidden)")
+    dhs = bptt.check_dhs(cell, dhs, T, B)
     burn_in = check_positive_int(burn_in, "burn_in")
     if burn_in > T - 2:
         raise ValueError(f"burn_in must be at most T - 2 = {T - 2} (the fit needs two lags), got {burn_in}")

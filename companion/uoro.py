@@ -31,12 +31,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .bptt import check_dhs, check_inputs
 from .cells.base import Cache, Cell, check_cell
 from .model import check_loss, output_loss_and_grads, split_params
 from .optim import Optimizer
 from .train import History, apply_update, check_optimizer_and_clip, check_stream
 from .types import Array, Params, State
-from .validation import as_float_array, as_rng, check_positive_int, check_shape
+from .validation import as_rng, check_positive_int
 
 
 class UOROTangents(NamedTuple):
@@ -179,13 +180,9 @@ def uoro(
     cell = check_cell(cell)
     params = cell.check_params(params)
     rng = as_rng(rng)
-    xs = as_float_array(xs, "xs")
-    check_shape(xs, (None, None, cell.n_in), "xs", "(T, B, n_in)")
+    xs = check_inputs(cell, xs)
     T, B = xs.shape[:2]
-    if T == 0 or B == 0:
-        raise ValueError(f"xs must have T >= 1 and B >= 1, got shape {xs.shape}")
-    dhs = as_float_array(dhs, "dhs")
-    check_shape(dhs, (T, B, cell.output_width), "dhs", "(T, B, n_hidden)")
+    dhs = check_dhs(cell, dhs, T, B)
     state = cell.initial_state(B) if state0 is None else cell.check_state(state0, B, "state0")
     tangents = initial_tangents(cell, params, state)
     grads = {key: np.zeros_like(value) for key, value in params.items()}
