@@ -1,0 +1,13 @@
+"""nbgrader's settings for the course's assignments: this folder is nbgrader's course directory.
+
+Run every nbgrader command from this folder (``cd assignments``); nbgrader reads this file from the
+current directory. The instructor's workflow is on the book's page "For instructors" (book/instructors.md).
+"""
+c = get_config()  # noqa: F821 (nbgrader defines get_config when it reads this file)
+
+c.CourseDirectory.course_id = "bptt"
+# what a student's blank solution cell holds
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+# a notebook that runs longer than this while autograding is stopped (a student's endless loop)
+c.Execute.timeout = 300
