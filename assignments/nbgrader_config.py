@@ -11,3 +11,6 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # a notebook that runs longer than this while autograding is stopped (a student's endless loop)
 c.Execute.timeout = 300
+# `nbgrader zip_collect NAME` reads the files downloaded from a learning platform, named
+# <student id>_<notebook>.ipynb, from downloaded/NAME/archive/ (zip archives of such files too)
+c.FileNameCollectorPlugin.named_regexp = r".*/(?P<student_id>[^/_]+)_(?P<file_id>assignment_\w+)\.ipynb$"

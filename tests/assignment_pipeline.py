@@ -5,12 +5,9 @@ instructor's gradebook and release folder alone.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
 import pathlib
-import shutil
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
@@ -18,9 +15,16 @@ from typing import NamedTuple
 import nbformat
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-COURSE = ROOT / "assignments"
-SOURCE = COURSE / "source"
+SOURCE = ROOT / "assignments" / "source"
 SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
+
+_spec = importlib.util.spec_from_file_location("release_assignments", ROOT / "scripts" / "release_assignments.py")
+release_assignments = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(release_assignments)
+assignment_names = release_assignments.assignment_names
+notebook_name = release_assignments.notebook_name
+course_copy = release_assignments.course_copy
+nbgrader = release_assignments.nbgrader
 
 
 class Edit(NamedTuple):
@@ -29,40 +33,6 @@ class Edit(NamedTuple):
     cell: str
     old: str
     new: str
-
-
-def assignment_names() -> list[str]:
-    """Every assignment of ``assignments/source``, sorted."""
-    return sorted(path.name for path in SOURCE.iterdir() if path.is_dir())
-
-
-def notebook_name(assignment: str) -> str:
-    """The file name of the assignment's one notebook."""
-    (notebook,) = sorted(path.name for path in (SOURCE / assignment).glob("*.ipynb"))
-    return notebook
-
-
-def course_copy(destination: pathlib.Path) -> pathlib.Path:
-    """Copy the course directory's configuration and sources into ``destination``; return it."""
-    destination.mkdir(parents=True, exist_ok=True)
-    shutil.copy(COURSE / "nbgrader_config.py", destination)
-    shutil.copytree(SOURCE, destination / "source")
-    return destination
-
-
-def nbgrader(course: pathlib.Path, *args: str) -> str:
-    """Run ``nbgrader *args`` in ``course`` with this venv on PATH (nbgrader calls its ``alembic``); return the log.
-
-    Raises ``AssertionError`` with the log if the command fails.
-    """
-    bin_dir = pathlib.Path(sys.executable).parent
-    environment = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    result = subprocess.run(
-        [str(bin_dir / "nbgrader"), *args], cwd=course, env=environment, capture_output=True, text=True, timeout=900
-    )
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{log[-6000:]}"
-    return log
 
 
 def solution_text(cell_source: str) -> str:

@@ -1,0 +1,210 @@
+"""The assignments through nbgrader's whole cycle: student versions generated, reference answers graded
+full marks, blank versions zero, seeded wrong answers losing exactly the parts they break, and no
+solution text in any student version or in the book.
+
+nbgrader runs on scratch copies of the course directory (``tests/assignment_pipeline.py``); each
+assignment gets its own copy and gradebook, so two are graded at a time on two cores.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import pathlib
+import re
+import subprocess
+import sys
+from typing import NamedTuple
+
+import nbformat
+import pytest
+
+import assignment_pipeline as pipeline
+from assignment_pipeline import Edit
+
+ROOT = pipeline.ROOT
+
+
+class Wrong(NamedTuple):
+    """A seeded wrong submission: the edits to the reference answers, and the check cells it must fail,
+    each with a fragment of the message its feedback must show."""
+
+    edits: list[Edit]
+    fails: dict[str, str]
+
+
+#: assignment -> student id -> the wrong submission that student hands in
+WRONG_SUBMISSIONS: dict[str, dict[str, Wrong]] = {
+    "elman_bptt": {
+        "sign_error_W_hh": Wrong(
+            [Edit("elman_gradients", 'grads["W_hh"] += a_bar.T @ h_prev', 'grads["W_hh"] -= a_bar.T @ h_prev')],
+            {"check_W_hh": "dL/dW_hh is wrong at the first step back"},
+        ),
+        "recursion_not_transposed": Wrong(
+            [Edit("elman_gradients", 'h_bar = a_bar @ params["W_hh"]', 'h_bar = a_bar @ params["W_hh"].T')],
+            {
+                "check_W_hh": "dL/dW_hh is wrong at the second step back",
+                "check_W_xh": "dL/dW_xh is wrong at the second step back",
+                "check_b_h": "dL/db_h is wrong at the second step back",
+                "check_h0": "dL/dh_0 is wrong at the first step back",
+            },
+        ),
+    },
+}
+
+ASSIGNMENTS = pipeline.assignment_names()
+
+
+def _grade(assignment: str, course: pathlib.Path) -> None:
+    """Generate ``assignment`` in ``course``, hand in every kind of submission, and autograde them."""
+    pipeline.nbgrader(course, "generate_assignment", assignment, "--force")
+    notebook = pipeline.notebook_name(assignment)
+    release = nbformat.read(course / "release" / assignment / notebook, as_version=4)
+    source = nbformat.read(course / "source" / assignment / notebook, as_version=4)
+    pipeline.submit(course, assignment, "reference", pipeline.answered(release, source))
+    pipeline.submit(course, assignment, "blank", release)
+    for student, wrong in WRONG_SUBMISSIONS.get(assignment, {}).items():
+        pipeline.submit(course, assignment, student, pipeline.answered(release, source, wrong.edits))
+    pipeline.nbgrader(course, "autograde", assignment, "--force")
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory) -> dict[str, pathlib.Path]:
+    """assignment -> its graded scratch course directory."""
+    courses = {name: pipeline.course_copy(tmp_path_factory.mktemp(name)) for name in ASSIGNMENTS}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        for future in [pool.submit(_grade, name, course) for name, course in courses.items()]:
+            future.result()
+    return courses
+
+
+def test_every_assignment_is_tested_with_wrong_submissions():
+    assert ASSIGNMENTS, "no assignment in assignments/source"
+    assert set(WRONG_SUBMISSIONS) == set(ASSIGNMENTS)
+    for assignment, wrongs in WRONG_SUBMISSIONS.items():
+        autograded = {cell for cell, auto in pipeline.graded_cells(assignment).items() if auto}
+        for student, wrong in wrongs.items():
+            assert wrong.fails and set(wrong.fails) < autograded, (assignment, student)
+
+
+def _secret_lines(assignment: str) -> set[str]:
+    """Lines of the source's solutions and hidden tests that appear nowhere else in the source (not even
+    inside a longer line, as a formula an instruction quotes)."""
+    source = nbformat.read(pipeline.SOURCE / assignment / pipeline.notebook_name(assignment), as_version=4)
+    secret, public = set(), set()
+    for cell in source.cells:
+        region = None
+        for line in cell.source.splitlines():
+            marker = line.strip()
+            if marker in ("### BEGIN SOLUTION", "### BEGIN HIDDEN TESTS"):
+                region = marker
+            elif marker in ("### END SOLUTION", "### END HIDDEN TESTS"):
+                region = None
+            elif marker:
+                (secret if region else public).add(marker)
+    public_text = "\n".join(public)
+    return {line for line in secret if len(line) >= 12 and line not in public_text}
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_student_version_has_no_solution_text(graded, assignment):
+    release = graded[assignment] / "release" / assignment / pipeline.notebook_name(assignment)
+    text = release.read_text()
+    secrets = _secret_lines(assignment)
+    assert len(secrets) >= 10, "too few solution lines to check"
+    leaked = [line for line in secrets if line in text]
+    assert not leaked, f"solution text in the student version: {leaked[:5]}"
+    notebook = nbformat.read(release, as_version=4)
+    solutions = [cell for cell in notebook.cells if cell.metadata.get("nbgrader", {}).get("solution")]
+    assert solutions and all(
+        ("raise NotImplementedError()" if cell.cell_type == "code" else "YOUR ANSWER HERE") in cell.source
+        for cell in solutions
+    )
+    assert "BEGIN HIDDEN TESTS" not in text and "BEGIN SOLUTION" not in text
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_book_shows_the_current_student_version(graded, assignment):
+    name = pipeline.notebook_name(assignment)
+    released = (graded[assignment] / "release" / assignment / name).read_bytes()
+    assert (ROOT / "book" / name).read_bytes() == released, "run scripts/release_assignments.py"
+    toc = (ROOT / "_toc.yml").read_text()
+    assert f"book/{name[:-len('.ipynb')]}" in toc
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_reference_answers_score_full_marks(graded, assignment):
+    grades = pipeline.gradebook_scores(graded[assignment], assignment)["reference"]
+    kinds = pipeline.graded_cells(assignment)
+    assert set(grades) == set(kinds)
+    auto = {cell: grade for cell, grade in grades.items() if kinds[cell]}
+    assert sum(grade.max_score for grade in auto.values()) == 10
+    assert all(grade.score == grade.max_score for grade in auto.values()), auto
+    by_hand = [grade for cell, grade in grades.items() if not kinds[cell]]
+    assert by_hand and all(grade.needs_manual_grade for grade in by_hand)
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_blank_version_scores_zero(graded, assignment):
+    grades = pipeline.gradebook_scores(graded[assignment], assignment)["blank"]
+    assert set(grades) == set(pipeline.graded_cells(assignment))
+    assert all(grade.score == 0 and not grade.needs_manual_grade for grade in grades.values()), grades
+    outputs = pipeline.cell_outputs(graded[assignment] / "autograded" / "blank" / assignment / pipeline.notebook_name(assignment))
+    for cell, auto in pipeline.graded_cells(assignment).items():
+        if auto:
+            assert "is not implemented yet" in outputs[cell], (cell, outputs[cell])
+
+
+@pytest.mark.parametrize(
+    "assignment, student", [(name, student) for name, wrongs in WRONG_SUBMISSIONS.items() for student in wrongs]
+)
+def test_wrong_submission_loses_exactly_the_parts_it_breaks(graded, assignment, student):
+    wrong = WRONG_SUBMISSIONS[assignment][student]
+    grades = pipeline.gradebook_scores(graded[assignment], assignment)[student]
+    kinds = pipeline.graded_cells(assignment)
+    for cell, grade in grades.items():
+        if kinds[cell]:
+            assert grade.score == (0 if cell in wrong.fails else grade.max_score), (cell, grade)
+    outputs = pipeline.cell_outputs(graded[assignment] / "autograded" / student / assignment / pipeline.notebook_name(assignment))
+    for cell, message in wrong.fails.items():
+        assert "GradingError: " in outputs[cell] and message in outputs[cell], (cell, outputs[cell])
+
+
+def test_no_solution_text_on_the_site(built_site):
+    html, _ = built_site
+    secrets = {line for assignment in ASSIGNMENTS for line in _secret_lines(assignment)}
+    leaked = {}
+    for path in html.rglob("*"):
+        if path.is_file() and path.suffix in {".html", ".ipynb", ".md", ".txt", ".json"}:
+            text = path.read_text(errors="ignore")
+            found = [line for line in secrets if line in text]
+            if found:
+                leaked[str(path.relative_to(html))] = found[:3]
+    assert not leaked, leaked
+    for assignment in ASSIGNMENTS:
+        page = html / "book" / (pipeline.notebook_name(assignment)[:-len(".ipynb")] + ".html")
+        assert page.exists() and re.search(r"NotImplementedError", page.read_text())
+
+
+def _workflow_block() -> str:
+    """The shell block of book/instructors.md that runs the instructor's workflow."""
+    page = (ROOT / "book" / "instructors.md").read_text()
+    blocks = [block for block in re.findall(r"```bash\n(.*?)```", page, flags=re.S) if "nbgrader export" in block]
+    assert len(blocks) == 1, "book/instructors.md must hold one bash block with the workflow"
+    return blocks[0]
+
+
+def test_instructor_workflow_runs_as_written(tmp_path):
+    """The page's commands, from the top folder of a fresh copy, end in a grades table and feedback."""
+    pipeline.course_copy(tmp_path / "assignments")
+    (tmp_path / ".venv").symlink_to(pathlib.Path(sys.prefix), target_is_directory=True)
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", _workflow_block()], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    with open(tmp_path / "assignments" / "grades.csv", newline="") as file:
+        rows = {row["student_id"]: row for row in csv.DictReader(file)}
+    assert set(rows) == {"alice", "bob"}
+    assert float(rows["alice"]["score"]) == 0 and float(rows["bob"]["score"]) == 10
+    assert float(rows["bob"]["max_score"]) == 14
+    for student in rows:
+        feedback = tmp_path / "assignments" / "feedback" / student / "elman_bptt" / "assignment_elman_bptt.html"
+        assert "GradingError" in feedback.read_text() or student == "bob"
