@@ -49,6 +49,86 @@ WRONG_SUBMISSIONS: dict[str, dict[str, Wrong]] = {
             },
         ),
     },
+    "lstm_backward": {
+        "sign_error_output_gate": Wrong(
+            [Edit("lstm_step_backward", '"o": do * o * (1.0 - o),', '"o": do * o * (o - 1.0),')],
+            {"check_output_gate": "dL/db_o is wrong, so abar^o_t", "check_dh_prev_dx": "wrong with dh alone"},
+        ),
+        "carousel_without_forget_gate": Wrong(
+            [Edit("lstm_step_backward", "dc_prev = f * dc", "dc_prev = dc")],
+            {"check_carousel": "your dc_prev equals cbar_t itself"},
+        ),
+        "loop_drops_the_carry": Wrong(
+            [Edit("lstm_backward", "dhs[t] + dh_next, dc_next)", "dhs[t] + dh_next, np.zeros_like(c0))")],
+            {"check_through_time": "your lstm_step_backward is right on every step"},
+        ),
+    },
+    "continuous_adjoint": {
+        "missing_interior_jumps": Wrong(
+            [Edit("adjoint_path", "        h_bar = h_bar + jumps[n]\n", "")],
+            {"check_jumps": "the jump of the measurement at t =", "check_route": "dL/dh(0) is wrong"},
+        ),
+        "sign_error_tau": Wrong(
+            [Edit("parameter_gradients", '"tau": -(g * field(params, h, x))', '"tau": (g * field(params, h, x))')],
+            {"check_tau": "dL/dtau has the wrong sign"},
+        ),
+        "jacobian_at_the_left_end": Wrong(
+            [Edit("adjoint_path", "adjoint_field(params, hs[n + 1], h_bar)", "adjoint_field(params, hs[n], h_bar)")],
+            {
+                "check_adjoint_final": "you computed BPTT through the Euler steps",
+                "check_jumps": "you computed BPTT through the Euler steps",
+                "check_route": "dL/dh(0) is wrong",
+            },
+        ),
+    },
+    "rtrl": {
+        "immediate_term_only": Wrong(
+            [Edit("rtrl_step", "new[key] = new[key] + Jtheta[key]", "new[key] = Jtheta[key]")],
+            {
+                "check_rtrl_step": "the carried term J_t Pi_(t-1) is missing",
+                "check_param_gradients": "your rtrl_step is wrong on this problem too",
+            },
+        ),
+        "transposed_J_in_recursion": Wrong(
+            [Edit("rtrl_step", 'np.einsum("bkl,bl...->bk...", J, block)', 'np.einsum("blk,bl...->bk...", J, block)')],
+            {
+                "check_rtrl_step": "rtrl_step's sens['h0'], Pi^0_t, is wrong at step t = 1",
+                "check_param_gradients": "is wrong from step 2 on",
+                "check_dh0": "dL/dh_0 is wrong already on the first step alone",
+            },
+        ),
+        "h0_sensitivity_starts_at_zero": Wrong(
+            [Edit("rtrl_gradients", "np.broadcast_to(np.eye(H), (B, H, H)).copy()", "np.zeros((B, H, H))")],
+            {"check_dh0": "the sensitivities to h_0 start at Pi^0_0 = I, not 0"},
+        ),
+    },
+    "truncated_bptt": {
+        # the window one step too long; BPTT(k; k) with k >= T survives it (its window is clipped at step 1)
+        "window_off_by_one": Wrong(
+            [Edit("backward_points", "max(1, end - k2 + 1)", "max(1, end - k2)")],
+            {
+                "check_windows": "the pass at step 8 should reach back to step 2, yours to step 1",
+                "check_detach": "Your pass: it reaches back to step 4 instead of step 5",
+                "check_every_step": "Your pass: it reaches back to step 1 instead of step 2",
+                "check_general": "Your pass: it reaches back to step 1 instead of step 2",
+            },
+        ),
+        "last_pass_short_window": Wrong(
+            [Edit("backward_points", "passes.append((max(1, end - k2 + 1), first_loss, end))",
+                  "passes.append((max(1, first_loss - (k2 - k1)), first_loss, end))")],
+            {
+                "check_windows": "the pass at step 13 should reach back to step 7, yours to step 10",
+                "check_general": "Your pass: it reaches back to step 8 instead of step 7",
+            },
+        ),
+        "losses_from_window_start": Wrong(
+            [Edit("tbptt_gradients", "if t >= first_loss:", "if t >= start:")],
+            {
+                "check_every_step": "the losses of steps 1..1 belong to earlier passes",
+                "check_general": "the losses of steps 1..2 belong to earlier passes",
+            },
+        ),
+    },
 }
 
 ASSIGNMENTS = pipeline.assignment_names()

@@ -6,9 +6,13 @@ message for the student (which quantity is wrong, where, and on which problem) w
 disagrees. The assignments' autograded test cells call these checks.
 
 * ``core``: the feedback error and the comparisons every grader shares;
-* ``elman``: the Elman network's forward and backward pass.
+* ``elman``: assignment 1, the Elman network with a readout and the cross-entropy, forward and backward;
+* ``lstm``: assignment 2, the LSTM's backward pass, one step and through time;
+* ``truncation``: assignment 3, the backward passes of BPTT(k2; k1) and its truncated gradient;
+* ``continuous``: assignment 4, the continuous-time adjoint with jumps, and the parameter integral;
+* ``rtrl``: assignment 5, RTRL's immediate Jacobians, sensitivities and gradients for the Elman network.
 """
-from . import core, elman
+from . import continuous, core, elman, lstm, rtrl, truncation
 from .core import GradingError
 
-__all__ = ["GradingError", "core", "elman"]
+__all__ = ["GradingError", "continuous", "core", "elman", "lstm", "rtrl", "truncation"]
