@@ -167,20 +167,8 @@ def test_every_assignment_is_tested_with_wrong_submissions():
             assert wrong.fails and set(wrong.fails) < autograded, (assignment, student)
 
 
-@functools.cache
-def _course_text() -> str:
-    """What the course publishes anyway: the chapters' and pages' sources, and the companion's code."""
-    chapters = [path for path in sorted((ROOT / "book").glob("*.ipynb")) if not path.name.startswith("assignment_")]
-    texts = ["\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells) for path in chapters]
-    texts += [path.read_text() for path in sorted((ROOT / "book").glob("*.md"))]
-    texts += [path.read_text() for path in sorted((ROOT / "companion").rglob("*.py"))]
-    return "\n".join(texts)
-
-
-def _secret_lines(assignment: str) -> set[str]:
-    """Lines of the source's solutions and hidden tests that appear nowhere else in the source (not even
-    inside a longer line, as a formula an instruction quotes) nor in what the course publishes anyway (a
-    chapter's teaching code or a plotting line can coincide with a line of a solution)."""
+def _split_source(assignment: str) -> tuple[set[str], set[str]]:
+    """(the lines of the source's solutions and hidden tests, every other line of the source), stripped."""
     source = nbformat.read(pipeline.SOURCE / assignment / pipeline.notebook_name(assignment), as_version=4)
     secret, public = set(), set()
     for cell in source.cells:
@@ -193,8 +181,27 @@ def _secret_lines(assignment: str) -> set[str]:
                 region = None
             elif marker:
                 (secret if region else public).add(marker)
-    known = "\n".join(public) + "\n" + _course_text()
-    return {line for line in secret if len(line) >= 12 and line not in known}
+    return secret, public
+
+
+@functools.cache
+def _course_text() -> str:
+    """What the course publishes anyway: the chapters' and pages' sources, the companion's code, and the
+    public cells of every assignment."""
+    chapters = [path for path in sorted((ROOT / "book").glob("*.ipynb")) if not path.name.startswith("assignment_")]
+    texts = ["\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells) for path in chapters]
+    texts += [path.read_text() for path in sorted((ROOT / "book").glob("*.md"))]
+    texts += [path.read_text() for path in sorted((ROOT / "companion").rglob("*.py"))]
+    texts += ["\n".join(_split_source(assignment)[1]) for assignment in ASSIGNMENTS]
+    return "\n".join(texts)
+
+
+def _secret_lines(assignment: str) -> set[str]:
+    """Lines of the source's solutions and hidden tests that appear nowhere in what the course publishes
+    anyway (not even inside a longer line, as a formula an instruction quotes): a chapter's teaching code,
+    a plotting line or a public cell of another assignment can coincide with a line of a solution."""
+    secret, _ = _split_source(assignment)
+    return {line for line in secret if len(line) >= 12 and line not in _course_text()}
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
