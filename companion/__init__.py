@@ -22,7 +22,9 @@ needs it is called, so both stay optional:
   feedback), exact with the exact signals, and online training with it;
 * ``uoro``: unbiased online recurrent optimization for any cell: a random rank-one sensitivity carried by
   one tangent and one backward step per step, and online training with it;
-* ``plots``, ``diagrams``: the figures' house style, and the drawn LSTM and GRU cells.
+* ``plots``, ``diagrams``: the figures' house style, and the drawn LSTM and GRU cells;
+* ``grading``: the assignments' graders, which check a student's functions against the companion on
+  random problems and say where an answer goes wrong.
 """
 from . import (
     bptt,
@@ -33,6 +35,7 @@ from . import (
     eprop,
     fused,
     gradcheck,
+    grading,
     losses,
     model,
     optim,
@@ -47,7 +50,7 @@ from . import (
 )
 
 __all__ = [
-    "bptt", "cells", "checkpointing", "continuous", "diagrams", "eprop", "fused", "gradcheck", "losses", "model", "optim", "plots", "readout",
+    "bptt", "cells", "checkpointing", "continuous", "diagrams", "eprop", "fused", "gradcheck", "grading", "losses", "model", "optim", "plots", "readout",
     "rtrl", "tasks", "torch_ref", "train", "truncation", "uoro",
 ]
 __version__ = "0.1.0"

@@ -284,12 +284,15 @@ def test_no_solution_text_on_the_site(built_site):
         assert page.exists() and re.search(r"NotImplementedError", page.read_text())
 
 
-def _workflow_block() -> str:
-    """The shell block of book/instructors.md that runs the instructor's workflow."""
-    page = (ROOT / "book" / "instructors.md").read_text()
-    blocks = [block for block in re.findall(r"```bash\n(.*?)```", page, flags=re.S) if "nbgrader export" in block]
-    assert len(blocks) == 1, "book/instructors.md must hold one bash block with the workflow"
+def _workflow_block(path: pathlib.Path = ROOT / "book" / "instructors.md") -> str:
+    """The shell block of a page that runs the instructor's workflow."""
+    blocks = [block for block in re.findall(r"```bash\n(.*?)```", path.read_text(), flags=re.S) if "nbgrader export" in block]
+    assert len(blocks) == 1, f"{path.name} must hold one bash block with the workflow"
     return blocks[0]
+
+
+def test_the_readme_shows_the_workflow_of_the_instructors_page():
+    assert _workflow_block(ROOT / "README.md") == _workflow_block()
 
 
 def test_instructor_workflow_runs_as_written(tmp_path):
