@@ -22,6 +22,8 @@ needs it is called, so both stay optional:
   feedback), exact with the exact signals, and online training with it;
 * ``uoro``: unbiased online recurrent optimization for any cell: a random rank-one sensitivity carried by
   one tangent and one backward step per step, and online training with it;
+* ``structure``: recursive networks over trees, and backpropagation through structure (BPTS), level by
+  level over a batch of trees;
 * ``plots``, ``diagrams``: the figures' house style, and the drawn LSTM and GRU cells;
 * ``grading``: the assignments' graders, which check a student's functions against the companion on
   random problems and say where an answer goes wrong.
@@ -42,6 +44,7 @@ from . import (
     plots,
     readout,
     rtrl,
+    structure,
     tasks,
     torch_ref,
     train,
@@ -51,6 +54,6 @@ from . import (
 
 __all__ = [
     "bptt", "cells", "checkpointing", "continuous", "diagrams", "eprop", "fused", "gradcheck", "grading", "losses", "model", "optim", "plots", "readout",
-    "rtrl", "tasks", "torch_ref", "train", "truncation", "uoro",
+    "rtrl", "structure", "tasks", "torch_ref", "train", "truncation", "uoro",
 ]
 __version__ = "0.1.0"

@@ -22,7 +22,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from companion import bptt
-from companion.cells import GRU, LSTM, Elman, EulerCTRNN, Jordan
+from companion.cells import GRU, LSTM, NARX, TDNN, Elman, EulerCTRNN, Jordan
 from companion.gradcheck import numerical_gradient, relative_errors
 
 # (T, B, n_in, H): T = 1, B = 1, n_in = 1 and H != n_in all occur.
@@ -49,13 +49,30 @@ NONLINEARITIES = ["tanh", "relu", "linear"]
 # The gated cells, by test id: the LSTM (state (h, c)) and both variants of the GRU.
 GATED_KINDS = ["lstm", "gru-torch", "gru-cho"]
 
-# Every cell kind of the companion, by test id ("ctrnn-euler": the Euler step of a continuous-time network).
-CELL_KINDS = [f"elman-{nonlinearity}" for nonlinearity in NONLINEARITIES] + ["jordan"] + GATED_KINDS + ["ctrnn-euler"]
+# Every cell kind of the companion, by test id ("ctrnn-euler": the Euler step of a continuous-time network;
+# "narx": the NARX network with the delays of NARX_DELAYS). The time-delay layer, "tdnn" (make_cell makes it
+# too), is not one of them: its state does not depend on the parameters and it forgets its initial state
+# after d_x steps, so the truncation tests' claims (a cut changes the gradient, the adjoint never vanishes)
+# do not hold for it; test_narx.py runs the gradient-method table on it.
+CELL_KINDS = [f"elman-{nonlinearity}" for nonlinearity in NONLINEARITIES] + ["jordan"] + GATED_KINDS + ["ctrnn-euler", "narx"]
 
 CTRNN_DT = 0.3   # the Euler step of the "ctrnn-euler" kind: large enough that dt f is not tiny next to h
 
-# The shapes each kind is checked over, as (T, B, n_in, H, n_out); n_out is the Jordan network's only.
-KIND_SHAPES = {kind: JORDAN_SHAPES if kind == "jordan" else [(*shape, None) for shape in SHAPES]
+# The "narx" kind: two stored inputs and three fed-back outputs, so its state has five parts and the
+# table's shapes have T below, at and above d_y; n_out None means NARX_N_OUT.
+NARX_DELAYS = dict(d_x=2, d_y=3)
+NARX_N_OUT = 2
+TDNN_DELAY = 2   # the "tdnn" kind: x_t, x_{t-1}, x_{t-2}
+# (T, B, n_in, H, n_out) of the NARX network: n_out = 1, 2 (the default), 4.
+NARX_SHAPES = [
+    (1, 1, 1, 1, 1),
+    (3, 2, 2, 3, None),
+    (2, 1, 3, 2, 4),
+    (5, 2, 1, 3, 1),
+]
+
+# The shapes each kind is checked over, as (T, B, n_in, H, n_out); n_out is the Jordan and NARX networks' only.
+KIND_SHAPES = {kind: {"jordan": JORDAN_SHAPES, "narx": NARX_SHAPES}.get(kind, [(*shape, None) for shape in SHAPES])
                for kind in CELL_KINDS}
 # One small problem per kind (two for the Jordan network: n_out = n_hidden and n_out != n_hidden).
 SMALL_SHAPES = {kind: [(3, 2, 2, 3, None)] + ([(3, 2, 2, 3, 2)] if kind == "jordan" else []) for kind in CELL_KINDS}
@@ -247,8 +264,34 @@ def make_ctrnn_problem(T, B, n_in, H, *, zero_state, dhs_kind="random", seed=0):
     return cell, params, xs, state0, dhs
 
 
+def make_delay_cell(kind: str, n_in: int, H: int, n_out: int | None = None):
+    """``"narx"`` -> ``NARX(..., **NARX_DELAYS)`` (``n_out`` None: ``NARX_N_OUT``); ``"tdnn"`` -> ``TDNN``."""
+    if kind == "narx":
+        return NARX(n_in, H, n_out=NARX_N_OUT if n_out is None else n_out, **NARX_DELAYS)
+    if kind == "tdnn":
+        return TDNN(n_in, H, d_x=TDNN_DELAY)
+    raise AssertionError(f"unknown delay cell kind {kind!r}")
+
+
+def make_delay_problem(kind, T, B, n_in, H, n_out, *, zero_state, dhs_kind="random", seed=0):
+    """A NARX or TDNN cell and a problem whose gradients have not vanished (weights at scale 0.5, so that
+    the fed-back linear outputs do not saturate the tanh layer)."""
+    cell = make_delay_cell(kind, n_in, H, n_out)
+    for attempt in range(100):
+        rng = seeded(kind, T, B, n_in, H, n_out or 0, int(zero_state), dhs_kind, seed, attempt)
+        params, xs, state0, dhs = make_problem(cell, T, B, rng, zero_state=zero_state, dhs_kind=dhs_kind,
+                                               scale=0.5)
+        _, grads = analytic_gradients(cell, params, xs, state0, dhs)
+        if all(np.linalg.norm(value) == 0.0 or np.linalg.norm(value) > 10 * MIN_GRAD_NORM
+               for value in grads.values()):
+            return cell, params, xs, state0, dhs
+    raise AssertionError(f"no {kind} problem with a non-vanishing gradient found")
+
+
 def make_cell(kind: str, n_in: int, H: int, n_out: int | None = None):
-    """The cell of a kind of ``CELL_KINDS`` (``n_out`` for the Jordan network only)."""
+    """The cell of a kind of ``CELL_KINDS`` (``n_out`` for the Jordan and NARX networks only)."""
+    if kind in ("narx", "tdnn"):
+        return make_delay_cell(kind, n_in, H, n_out)
     if kind == "ctrnn-euler":
         return EulerCTRNN(n_in, H, dt=CTRNN_DT)
     if kind.startswith("elman-"):
@@ -270,6 +313,8 @@ def make_kind_problem(kind: str, shape: tuple, *, zero_state: bool = False, dhs_
         return make_jordan_problem(T, B, n_in, H, n_out, **options)
     if kind == "ctrnn-euler":
         return make_ctrnn_problem(T, B, n_in, H, **options)
+    if kind in ("narx", "tdnn"):
+        return make_delay_problem(kind, T, B, n_in, H, n_out, **options)
     return make_gated_problem(kind, T, B, n_in, H, **options)
 
 

@@ -130,6 +130,40 @@ WRONG_SUBMISSIONS: dict[str, dict[str, Wrong]] = {
             },
         ),
     },
+    "bpts": {
+        "children_swapped_in_bpts": Wrong(
+            [Edit("tree_adjoints", 'visit(item[0], path + "L", params["W_L"].T @ a_bar)',
+                  'visit(item[0], path + "L", params["W_R"].T @ a_bar)'),
+             Edit("tree_adjoints", 'visit(item[1], path + "R", params["W_R"].T @ a_bar)',
+                  'visit(item[1], path + "R", params["W_L"].T @ a_bar)')],
+            {"check_adjoints": "the adjoint of the root's left child is wrong; its parent's is right: it got W_R^T abar_p"},
+        ),
+        "W_L_overwritten_not_summed": Wrong(
+            [Edit("tree_gradients", 'grads["W_L"] += np.outer(a_bar, states[path + "L"])',
+                  'grads["W_L"] = np.outer(a_bar, states[path + "L"])')],
+            {"check_W_L_W_R": "the gradient of a tied weight is the sum of every node's term"},
+        ),
+        "direct_gradient_not_averaged": Wrong(
+            [Edit("tree_loss", 'direct[path] = params["W_hy"].T @ y_bar / M', 'direct[path] = params["W_hy"].T @ y_bar')],
+            {"check_loss": "times too large (L is the mean over the"},
+        ),
+    },
+    "narx": {
+        "reversed_feedback_blocks": Wrong(
+            [Edit("narx_forward", "Y = np.concatenate(y_line, axis=1)", "Y = np.concatenate(y_line[::-1], axis=1)")],
+            {"check_forward": "the delays of W_yh are reversed"},
+        ),
+        "only_next_step_sends_back": Wrong(
+            [Edit("output_adjoints", "for j in range(1, d_y + 1):                    # the steps that read y_t send back",
+                  "for j in range(1, 2):                          # the steps that read y_t send back")],
+            {"check_output_adjoints": "only the next step sends back"},
+        ),
+        "open_loop_through_feedback": Wrong(
+            [Edit("open_loop", 'abar = (1.0 - h ** 2) * (dys @ params["W_hy"])',
+                  'abar = (1.0 - h ** 2) * (output_adjoints(params, h, dys, d_y) @ params["W_hy"])')],
+            {"check_open_loop": "it back-propagates through the feedback"},
+        ),
+    },
 }
 
 ASSIGNMENTS = pipeline.assignment_names()

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from companion.cells import GRU, LSTM, Elman, EulerCTRNN, Jordan
+from companion.cells import GRU, LSTM, NARX, Elman, EulerCTRNN, Jordan
 from companion.gradcheck import relative_error
 
-from helpers import CTRNN_DT, GRAD_TOL, KINK_MARGIN, MIN_GRAD_NORM, TIGHT, make_gated_cell, make_problem, seeded, state_parts
+from helpers import (CTRNN_DT, GRAD_TOL, KINK_MARGIN, MIN_GRAD_NORM, TIGHT, make_delay_cell, make_gated_cell, make_problem,
+                     seeded, state_parts)
 
 EPS = 1e-6           # central-difference step along a tangent
 ADJOINT_TOL = 1e-12  # <w, J v> vs <J^T w, v>: rounding apart
@@ -22,7 +23,10 @@ MUTANT_MIN_ERROR = 0.1  # a dropped term misses by order one
 STEP_SHAPES = [(1, 1, 1), (2, 3, 2), (1, 2, 4), (3, 1, 3)]
 # "jordan-out": n_out different from n_hidden (larger and smaller), keyed by (n_in, H).
 JORDAN_N_OUT = {(1, 1): 2, (3, 2): 4, (2, 4): 1, (1, 3): 2}
-KINDS = ["elman-tanh", "elman-relu", "elman-linear", "jordan", "jordan-out", "lstm", "gru-torch", "gru-cho", "ctrnn-euler"]
+# "narx": five-part state (helpers.NARX_DELAYS); "narx-1": d_x = 0, d_y = 1, the state is y_t alone; "tdnn": the
+# time-delay layer, whose next step does not read h_t.
+KINDS = ["elman-tanh", "elman-relu", "elman-linear", "jordan", "jordan-out", "lstm", "gru-torch", "gru-cho", "ctrnn-euler",
+         "narx", "narx-1", "tdnn"]
 CASES = [(kind, *shape) for kind in KINDS for shape in STEP_SHAPES]
 CASE_IDS = [f"{kind}-B{B}-in{n_in}-H{H}" for kind, B, n_in, H in CASES]
 TANGENTS = ["joint", "state", "params", "x"]
@@ -38,6 +42,10 @@ def make_cell(kind: str, n_in: int, H: int):
         return Jordan(n_in, H, n_out=JORDAN_N_OUT[n_in, H])
     if kind == "ctrnn-euler":
         return EulerCTRNN(n_in, H, dt=CTRNN_DT)
+    if kind == "narx-1":
+        return NARX(n_in, H, n_out=2, d_x=0, d_y=1)
+    if kind in ("narx", "tdnn"):
+        return make_delay_cell(kind, n_in, H)
     return make_gated_cell(kind, n_in, H)
 
 

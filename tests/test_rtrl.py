@@ -51,9 +51,10 @@ class Recorder:
 
 
 def _model(kind, shape, seed):
-    """A cell, its model parameters (with a readout unless it is the Jordan network), a stream and targets."""
+    """A cell, its model parameters (with a readout unless it is the Jordan or the NARX network), a stream
+    and targets."""
     cell, _, xs, state0, _ = make_kind_problem(kind, shape, seed=seed)
-    readout = kind != "jordan"                   # the Jordan network's output is its prediction
+    readout = kind not in ("jordan", "narx")     # the Jordan and NARX networks' output is their prediction
     if readout:
         params = init_model(cell, 2, seeded("model", kind, seed))
         targets = seeded("targets", kind, seed).normal(size=xs.shape[:2] + (2,))

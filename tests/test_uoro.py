@@ -80,7 +80,7 @@ def _uoro_dense(cell, params, xs, state0, dhs, seed, variance_reduction):
     return grads
 
 
-DRAW_KINDS = ["elman-tanh", "elman-relu", "jordan", "lstm", "gru-torch", "gru-cho", "ctrnn-euler"]
+DRAW_KINDS = ["elman-tanh", "elman-relu", "jordan", "lstm", "gru-torch", "gru-cho", "ctrnn-euler", "narx"]
 
 
 @pytest.mark.parametrize("variance_reduction", [True, False], ids=["rho", "no-rho"])

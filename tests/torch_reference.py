@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from numpy.testing import assert_allclose, assert_array_equal
 
-from companion.cells import GRU, LSTM, Elman, EulerCTRNN, Jordan
+from companion.cells import GRU, LSTM, NARX, TDNN, Elman, EulerCTRNN, Jordan
 from companion.torch_ref import from_torch, rnn_autograd_gradients
 
 from helpers import TIGHT, state_entries, state_parts
@@ -85,6 +85,41 @@ def ctrnn_euler_step(dt: float, nonlinearity: str):
     return step
 
 
+def narx_step(d_x: int, d_y: int, n_in: int, n_out: int):
+    """a_t = sum_k W_xh^(k) x_{t-k} + sum_j W_yh^(j) y_{t-j} + b_h, y_t = W_hy tanh(a_t) + b_y, with the delayed
+    matrices W_xh^(k) = W_xh[:, k n_in:(k+1) n_in] and W_yh^(j) = W_yh[:, (j-1) n_out:j n_out]; the state is
+    (y_t, ..., y_{t-d_y+1}, x_t, ..., x_{t-d_x+1})."""
+
+    def step(p, x_t, state):
+        parts = state if isinstance(state, tuple) else (state,)
+        y_past, x_past = parts[:d_y], parts[d_y:]            # y_{t-1}, ..., y_{t-d_y}; x_{t-1}, ..., x_{t-d_x}
+        inputs = (x_t,) + tuple(x_past)                       # x_{t-k} for k = 0..d_x
+        a = p["b_h"]
+        for k, x_k in enumerate(inputs):
+            a = a + x_k @ p["W_xh"][:, k * n_in:(k + 1) * n_in].T
+        for j, y_j in enumerate(y_past, start=1):
+            a = a + y_j @ p["W_yh"][:, (j - 1) * n_out:j * n_out].T
+        y = torch.tanh(a) @ p["W_hy"].T + p["b_y"]
+        new = (y,) + tuple(y_past[:-1]) + ((x_t,) + tuple(x_past[:-1]) if d_x else ())
+        return y, (new if len(new) > 1 else new[0])
+
+    return step
+
+
+def tdnn_step(d_x: int, n_in: int):
+    """h_t = tanh(sum_k W_xh^(k) x_{t-k} + b_h); the state is (h_t, x_t, ..., x_{t-d_x+1})."""
+
+    def step(p, x_t, state):
+        x_past = state[1:]
+        a = p["b_h"]
+        for k, x_k in enumerate((x_t,) + tuple(x_past)):
+            a = a + x_k @ p["W_xh"][:, k * n_in:(k + 1) * n_in].T
+        h = torch.tanh(a)
+        return h, (h, x_t) + tuple(x_past[:-1])
+
+    return step
+
+
 def step_of(cell):
     """The torch step function of ``cell``."""
     if isinstance(cell, EulerCTRNN):
@@ -93,6 +128,10 @@ def step_of(cell):
         return elman_step(cell.nonlinearity)
     if isinstance(cell, Jordan):
         return jordan_step
+    if isinstance(cell, NARX):
+        return narx_step(cell.d_x, cell.d_y, cell.n_in, cell.n_out)
+    if isinstance(cell, TDNN):
+        return tdnn_step(cell.d_x, cell.n_in)
     if isinstance(cell, LSTM):
         return lstm_step
     if isinstance(cell, GRU):

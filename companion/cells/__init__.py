@@ -5,5 +5,6 @@ from .elman import Elman
 from .gru import GRU
 from .lstm import LSTM
 from .jordan import Jordan
+from .narx import NARX, TDNN
 
-__all__ = ["CTRNN", "Cell", "Elman", "EulerCTRNN", "GRU", "Jordan", "LSTM"]
+__all__ = ["CTRNN", "Cell", "Elman", "EulerCTRNN", "GRU", "Jordan", "LSTM", "NARX", "TDNN"]

@@ -10,9 +10,13 @@ disagrees. The assignments' autograded test cells call these checks.
 * ``lstm``: assignment 2, the LSTM's backward pass, one step and through time;
 * ``truncation``: assignment 3, the backward passes of BPTT(k2; k1) and its truncated gradient;
 * ``continuous``: assignment 4, the continuous-time adjoint with jumps, and the parameter integral;
-* ``rtrl``: assignment 5, RTRL's immediate Jacobians, sensitivities and gradients for the Elman network.
+* ``rtrl``: assignment 5, RTRL's immediate Jacobians, sensitivities and gradients for the Elman network;
+* ``narx``: assignment 6, the NARX network: the closed loop, the backward recursion with delays, the
+  gradients, and teacher forcing;
+* ``bpts``: assignment 7, a recursive network on trees: forward pass, loss, BPTS node by node, the tied
+  weights' gradients.
 """
-from . import continuous, core, elman, lstm, rtrl, truncation
+from . import bpts, continuous, core, elman, lstm, narx, rtrl, truncation
 from .core import GradingError
 
-__all__ = ["GradingError", "continuous", "core", "elman", "lstm", "rtrl", "truncation"]
+__all__ = ["GradingError", "bpts", "continuous", "core", "elman", "lstm", "narx", "rtrl", "truncation"]
