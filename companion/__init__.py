@@ -10,7 +10,10 @@ needs it is called, so both stay optional:
 * ``torch_ref``: exact weight exchange with torch's modules, torch-autograd reference gradients, and the
   continuous-time network as a torch module for torchdiffeq;
 * ``readout``, ``losses``, ``model``: a linear readout, the losses, and a cell with both;
-* ``optim``, ``train``, ``tasks``: optimizers and clipping, the training loop, the course's data;
+* ``optim``, ``train``, ``tasks``: optimizers (SGD, momentum, Adam, iRprop-, Quickprop) and clipping, the
+  training loop, the course's data;
+* ``grammars``: formal languages for next-symbol prediction (the embedded Reber grammar, a^n b^n,
+  a^n b^n c^n): samplers, recognizers, legal-next targets, padded encodings, exact and Monte-Carlo entropy;
 * ``truncation``: truncated BPTT(k2; k1), online, randomized (unbiased) and adaptive truncation;
 * ``checkpointing``: memory-efficient BPTT: the optimal recomputation policies within a memory budget
   (hidden states, internal states, mixed; the sqrt(T) scheme) and a runner with full BPTT's gradients;
@@ -38,6 +41,7 @@ from . import (
     fused,
     gradcheck,
     grading,
+    grammars,
     losses,
     model,
     optim,
@@ -53,7 +57,7 @@ from . import (
 )
 
 __all__ = [
-    "bptt", "cells", "checkpointing", "continuous", "diagrams", "eprop", "fused", "gradcheck", "grading", "losses", "model", "optim", "plots", "readout",
+    "bptt", "cells", "checkpointing", "continuous", "diagrams", "eprop", "fused", "gradcheck", "grading", "grammars", "losses", "model", "optim", "plots", "readout",
     "rtrl", "structure", "tasks", "torch_ref", "train", "truncation", "uoro",
 ]
 __version__ = "0.1.0"

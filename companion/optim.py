@@ -206,3 +206,154 @@ def clip_grad_norm(grads: Params, max_norm: float) -> tuple[Params, float]:
     total_norm = _global_norm(grads)
     scale = min(1.0, max_norm / (total_norm + 1e-6))
     return {key: g * scale for key, g in grads.items()}, total_norm
+
+
+def _check_pair(value: object, name: str) -> tuple[float, float]:
+    """Return ``value`` as a pair of finite floats, else raise ``ValueError``."""
+    try:
+        first, second = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair of numbers, got {value!r}") from None
+    if not (math.isfinite(first) and math.isfinite(second)):
+        raise ValueError(f"{name} must be a pair of finite numbers, got {value!r}")
+    return first, second
+
+
+class Rprop(Optimizer):
+    r"""Resilient propagation in the variant iRprop\ :sup:`-` (Igel & Hüsken), as ``torch.optim.Rprop``.
+
+    Each parameter entry keeps its own step size :math:`\Delta` and uses only the sign of its gradient.
+    With :math:`g^-` the gradient remembered from the previous step (zero at first):
+
+    .. math::
+        \Delta \leftarrow \begin{cases}
+            \min(\eta^+ \Delta, \Delta_{max}) & g^- g > 0 \\
+            \max(\eta^- \Delta, \Delta_{min}) & g^- g < 0 \\
+            \Delta & \text{otherwise}
+        \end{cases}, \qquad
+        g \leftarrow 0 \text{ where } g^- g < 0, \qquad
+        \theta \leftarrow \theta - \operatorname{sign}(g) \, \Delta, \qquad g^- \leftarrow g
+
+    After a sign change the entry does not move and forgets its gradient, so the next step neither
+    grows nor shrinks its step size again; unlike Rprop\ :sup:`+` no step is taken back. Rprop is a
+    full-batch method: minibatch noise flips the signs and shrinks the steps.
+
+    Parameters
+    ----------
+    lr : float
+        The initial step size :math:`\Delta_0` of every entry.
+    etas : (float, float), keyword-only
+        :math:`(\eta^-, \eta^+)` with 0 < eta- < 1 < eta+; the usual (0.5, 1.2).
+    step_sizes : (float, float), keyword-only
+        :math:`(\Delta_{min}, \Delta_{max})` with 0 <= min <= max.
+    """
+
+    def __init__(self, lr: float = 0.01, *, etas: tuple[float, float] = (0.5, 1.2),
+                 step_sizes: tuple[float, float] = (1e-6, 50.0)):
+        super().__init__(lr)
+        self.eta_minus, self.eta_plus = _check_pair(etas, "etas")
+        if not 0 < self.eta_minus < 1 < self.eta_plus:
+            raise ValueError(f"etas must be (eta_minus, eta_plus) with 0 < eta_minus < 1 < eta_plus, got {etas!r}")
+        self.step_min, self.step_max = _check_pair(step_sizes, "step_sizes")
+        if not 0 <= self.step_min <= self.step_max:
+            raise ValueError(f"step_sizes must be (min, max) with 0 <= min <= max, got {step_sizes!r}")
+
+    def _update(self, key: str, param: Array, grad: Array) -> None:
+        if key not in self.state:
+            self.state[key] = {"prev": np.zeros_like(param), "step": np.full_like(param, self.lr)}
+        state = self.state[key]
+        agreement = np.sign(grad * state["prev"])                               # sign of g^- g
+        factor = np.where(agreement > 0, self.eta_plus, np.where(agreement < 0, self.eta_minus, 1.0))
+        state["step"] = np.clip(state["step"] * factor, self.step_min, self.step_max)
+        grad = np.where(agreement < 0, 0.0, grad)                               # forget g after a sign change
+        param -= np.sign(grad) * state["step"]
+        state["prev"] = grad
+
+    def __repr__(self) -> str:
+        return (f"Rprop(lr={self.lr}, etas=({self.eta_minus}, {self.eta_plus}), "
+                f"step_sizes=({self.step_min}, {self.step_max}))")
+
+
+class Quickprop(Optimizer):
+    r"""Quickprop (Fahlman 1988): a per-entry secant (Newton) step with Fahlman's safeguards.
+
+    Each entry treats the loss as a parabola in its own weight, fitted to the slopes
+    :math:`S = \partial E / \partial w + \lambda w` (``decay`` :math:`\lambda`) now and at the previous
+    step, and jumps towards its minimum. With :math:`\Delta^-` the previous step, :math:`S^-` the
+    previous slope, :math:`\epsilon` the learning rate and the maximum growth factor :math:`\mu`:
+
+    * :math:`\Delta^- = 0` (the first step, or an entry that did not move): the gradient step
+      :math:`\Delta = -\epsilon S`.
+    * otherwise the sum of two terms:
+
+      - the gradient term :math:`-\epsilon S`, only while the slope still points the way the last step
+        went (:math:`S < 0` after :math:`\Delta^- > 0`, :math:`S > 0` after :math:`\Delta^- < 0`);
+        after the minimum was crossed the parabola's step is used alone;
+      - the quadratic term :math:`\Delta^- S / (S^- - S)`, the secant step to the parabola's minimum,
+        replaced by :math:`\mu \Delta^-` when the slope has not shrunk enough for it to be trusted:
+        :math:`S < \frac{\mu}{1 + \mu} S^-` after :math:`\Delta^- > 0`, :math:`S > \frac{\mu}{1 + \mu} S^-`
+        after :math:`\Delta^- < 0` (at equality both give :math:`\mu \Delta^-`). This caps the quadratic step at :math:`\mu |\Delta^-|` and catches
+        a slope that grew (where the parabola opens downward or is flat).
+
+    These are the branches of the C translation of Fahlman's ``quickprop1.c`` as kept in FANN and
+    NevProp, written for the gradient :math:`\partial E / \partial w` rather than its negative. One
+    guard is ours: where :math:`S^- = S` in the quadratic branch (a flat secant, possible only after a
+    step uphill or between two zero slopes) the gradient step :math:`-\epsilon S` is taken instead of dividing by zero.
+
+    Parameters
+    ----------
+    lr : float
+        The learning rate epsilon of the gradient steps and terms.
+    mu : float, keyword-only
+        The maximum growth factor, positive; Fahlman's 1.75.
+    decay : float, keyword-only
+        Weight decay lambda added to the slope, non-negative (Fahlman used 1e-4; default 0).
+    """
+
+    def __init__(self, lr: float = 0.01, *, mu: float = 1.75, decay: float = 0.0):
+        super().__init__(lr)
+        self.mu = check_positive_float(mu, "mu")
+        if isinstance(decay, bool) or not isinstance(decay, (int, float, np.integer, np.floating)) \
+                or not (math.isfinite(decay) and decay >= 0):
+            raise ValueError(f"decay must be a finite non-negative number, got {decay!r}")
+        self.decay = float(decay)
+
+    def _update(self, key: str, param: Array, grad: Array) -> None:
+        if key not in self.state:
+            self.state[key] = {"step": np.zeros_like(param), "slope": np.zeros_like(param)}
+        state = self.state[key]
+        slope = grad + self.decay * param                                         # S
+        step = _quickprop_step(state["step"], state["slope"], slope, lr=self.lr, mu=self.mu)
+        param += step
+        state["step"], state["slope"] = step, slope
+
+    def __repr__(self) -> str:
+        return f"Quickprop(lr={self.lr}, mu={self.mu}, decay={self.decay})"
+
+
+def _quickprop_step(prev_step: Array, prev_slope: Array, slope: Array, *, lr: float, mu: float) -> Array:
+    r"""The Quickprop step of every entry (the rule of ``Quickprop``), elementwise; all arrays alike.
+
+    Parameters
+    ----------
+    prev_step, prev_slope, slope : array, shape S (any, all equal)
+        :math:`\Delta^-`, :math:`S^-` and :math:`S`.
+    lr, mu : float, keyword-only
+        epsilon and the maximum growth factor.
+
+    Returns
+    -------
+    array, shape S
+        The step :math:`\Delta` to add to the weights.
+    """
+    gradient_step = -lr * slope                                                   # -eps S
+    direction = np.sign(prev_step)                                                # +1, -1, or 0: no step
+    downhill_still = direction * slope < 0                                        # slope still points the same way
+    threshold = mu / (1.0 + mu) * prev_slope
+    capped = direction * (slope - threshold) < 0                                  # slope did not shrink enough
+    denominator = prev_slope - slope
+    flat = denominator == 0
+    secant = prev_step * slope / np.where(flat, 1.0, denominator)                 # Delta- S / (S- - S)
+    quadratic = np.where(capped, mu * prev_step, np.where(flat, gradient_step, secant))
+    moved = np.where(downhill_still, gradient_step, 0.0) + quadratic
+    return np.where(direction == 0, gradient_step, moved)
