@@ -48,7 +48,7 @@ DEFAULT_STAGING = ROOT / "_build" / "lite-staging"
 #: the tag that marks a code cell needing torch
 TORCH_TAG = "torch"
 #: modules that need torch: importing one, or using a name bound from one, needs torch
-TORCH_MODULES = ("torch", "torchdiffeq", "companion.torch_ref")
+TORCH_MODULES = ("torch", "torchdiffeq", "snntorch", "companion.torch_ref")
 #: the message a guarded cell prints in the browser
 TORCH_MESSAGE = (
     "this cell needs torch, which does not run in the browser; run the chapter locally to execute it"

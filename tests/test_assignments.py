@@ -164,6 +164,26 @@ WRONG_SUBMISSIONS: dict[str, dict[str, Wrong]] = {
             {"check_open_loop": "it back-propagates through the feedback"},
         ),
     },
+    "spiking": {
+        "reset_in_the_same_step": Wrong(
+            [Edit("lif_forward", "        spikes[t], membranes[t] = S, U",
+                  "        U = U - theta * S if reset == \"subtract\" else (1.0 - S) * U\n"
+                  "        spikes[t], membranes[t] = S, U")],
+            {"check_forward": "the reset is applied in the step of the spike"},
+        ),
+        "atan_from_the_docstring": Wrong(
+            [Edit("surrogate_derivative", "return (slope / 2) / (1.0 + (math.pi * slope * u / 2) ** 2)",
+                  "return (1 / math.pi) / (1.0 + (math.pi * slope * u / 2) ** 2)")],
+            {"check_surrogate": "this is the formula of snntorch's docstring"},
+        ),
+        "reset_differentiated": Wrong(
+            [Edit("lif_adjoints", "            later = rho * Ubar[t + 1]                        # U_t is read by U_(t+1)",
+                  "            later = rho * Ubar[t + 1]                        # U_t is read by U_(t+1)\n"
+                  "            nu = -theta if reset == \"subtract\" else -beta * membranes[t]\n"
+                  "            Sbar = Sbar + nu * Ubar[t + 1]")],
+            {"check_adjoints": "the reset is differentiated"},
+        ),
+    },
 }
 
 ASSIGNMENTS = pipeline.assignment_names()

@@ -5,6 +5,7 @@ from .elman import Elman
 from .gru import GRU
 from .lstm import LSTM
 from .jordan import Jordan
+from .lif import LIF
 from .narx import NARX, TDNN
 
-__all__ = ["CTRNN", "Cell", "Elman", "EulerCTRNN", "GRU", "Jordan", "LSTM", "NARX", "TDNN"]
+__all__ = ["CTRNN", "Cell", "Elman", "EulerCTRNN", "GRU", "Jordan", "LIF", "LSTM", "NARX", "TDNN"]

@@ -14,9 +14,11 @@ disagrees. The assignments' autograded test cells call these checks.
 * ``narx``: assignment 6, the NARX network: the closed loop, the backward recursion with delays, the
   gradients, and teacher forcing;
 * ``bpts``: assignment 7, a recursive network on trees: forward pass, loss, BPTS node by node, the tied
-  weights' gradients.
+  weights' gradients;
+* ``spiking``: assignment 8, a recurrent LIF layer: forward pass with resets, snntorch's surrogates, the
+  backward recursion through membrane and spikes, the gradients.
 """
-from . import bpts, continuous, core, elman, lstm, narx, rtrl, truncation
+from . import bpts, continuous, core, elman, lstm, narx, rtrl, spiking, truncation
 from .core import GradingError
 
-__all__ = ["GradingError", "bpts", "continuous", "core", "elman", "lstm", "narx", "rtrl", "truncation"]
+__all__ = ["GradingError", "bpts", "continuous", "core", "elman", "lstm", "narx", "rtrl", "spiking", "truncation"]
