@@ -12,6 +12,10 @@ needs it is called, so both stay optional:
 * ``readout``, ``losses``, ``model``: a linear readout, the losses, and a cell with both;
 * ``optim``, ``train``, ``tasks``: optimizers (SGD, momentum, Adam, iRprop-, Quickprop) and clipping, the
   training loop, the course's data;
+* ``conjugate_gradient``: nonlinear conjugate gradients (Polak-Ribière+, restarts) with strong-Wolfe or
+  Armijo line searches, over a parameter dict;
+* ``ekf``: training a network's parameters with the extended Kalman filter (global or decoupled, Joseph
+  form), the measurement Jacobian by RTRL or truncated BPTT;
 * ``grammars``: formal languages for next-symbol prediction (the embedded Reber grammar, a^n b^n,
   a^n b^n c^n): samplers, recognizers, legal-next targets, padded encodings, exact and Monte-Carlo entropy;
 * ``truncation``: truncated BPTT(k2; k1), online, randomized (unbiased) and adaptive truncation;
@@ -35,8 +39,10 @@ from . import (
     bptt,
     cells,
     checkpointing,
+    conjugate_gradient,
     continuous,
     diagrams,
+    ekf,
     eprop,
     fused,
     gradcheck,
@@ -57,7 +63,7 @@ from . import (
 )
 
 __all__ = [
-    "bptt", "cells", "checkpointing", "continuous", "diagrams", "eprop", "fused", "gradcheck", "grading", "grammars", "losses", "model", "optim", "plots", "readout",
+    "bptt", "cells", "checkpointing", "conjugate_gradient", "continuous", "diagrams", "ekf", "eprop", "fused", "gradcheck", "grading", "grammars", "losses", "model", "optim", "plots", "readout",
     "rtrl", "structure", "tasks", "torch_ref", "train", "truncation", "uoro",
 ]
 __version__ = "0.1.0"
