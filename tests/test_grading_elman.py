@@ -154,3 +154,16 @@ def test_core_locates_steps():
     assert core.steps_back(1).startswith("the first step back (already on a one-step sequence")
     assert core.steps_back(3).startswith("the third step back (right on sequences of 2 steps")
     assert core.problem_text(T=4, B=2) == "(T=4, B=2)"
+
+
+def test_core_message_helpers():
+    assert core.check_names("W_hh", ("W_hh", "b_h")) == ("W_hh",)
+    assert core.check_names(["b_h", "W_hh"], ("W_hh", "b_h")) == ("b_h", "W_hh")
+    with pytest.raises(ValueError, match="names must be among"):
+        core.check_names([], ("W_hh",))
+    right, wrong = np.zeros(3), np.ones(3)
+    assert core.known_mistake(wrong, {"all ones": wrong}, right) == "all ones"
+    assert core.known_mistake(right, {"no difference here": right}, right) is None
+    assert core.listing(["a"]) == "a" and core.listing(["a", "b", "c"]) == "a, b and c"
+    assert core.steps_before(1) == "" and core.steps_before(3) == " (steps 1 .. 2 are right)"
+    assert core.steps_after(5, 5) == "" and core.steps_after(4, 5) == " (step 5 is right)"

@@ -6,7 +6,7 @@ error of a test cell as that cell's feedback and gives the cell no points.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -130,6 +130,46 @@ def steps_back(k: int) -> str:
 def problem_text(**sizes: int) -> str:
     """``"(T=4, B=2, n_in=3, H=5)"``: the problem a message refers to, so the student can reproduce it."""
     return "(" + ", ".join(f"{key}={value}" for key, value in sizes.items()) + ")"
+
+
+def check_names(names: str | Iterable[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` (one name or several) as a tuple, or ``ValueError`` if one is not in ``allowed``.
+
+    A wrong name is the instructor's mistake in a check cell, not the student's, hence not a ``GradingError``.
+    """
+    names = (names,) if isinstance(names, str) else tuple(names)
+    if not names or any(name not in allowed for name in names):
+        raise ValueError(f"names must be among {allowed}, got {names!r}")
+    return names
+
+
+def known_mistake(got: Array, mistakes: Mapping[str, Array], right: Array) -> str | None:
+    """The description (a key of ``mistakes``) of the first wrong answer that ``got`` equals, or ``None``.
+
+    ``mistakes`` maps a description to the array a known mistake gives; one that makes no difference on
+    this problem (equal to the ``right`` answer) is skipped, so it cannot be named for a right answer.
+    """
+    for description, wrong in mistakes.items():
+        wrong = np.asarray(wrong)
+        if wrong.shape == got.shape and is_close(got, wrong) and not is_close(wrong, right):
+            return description
+    return None
+
+
+def listing(items: Iterable[str]) -> str:
+    """``"a"``, ``"a and b"``, ``"a, b and c"``: names in a message."""
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def steps_before(t: int) -> str:
+    """``" (steps 1 .. t - 1 are right)"``, for a message on an answer first wrong at step ``t``."""
+    return "" if t == 1 else (" (step 1 is right)" if t == 2 else f" (steps 1 .. {t - 1} are right)")
+
+
+def steps_after(t: int, T: int) -> str:
+    """``" (steps t + 1 .. T are right)"``, for a message on an answer last wrong at step ``t`` of ``T``."""
+    return "" if t == T else (f" (step {T} is right)" if t == T - 1 else f" (steps {t + 1} .. {T} are right)")
 
 
 def _copy(value: Any) -> Any:

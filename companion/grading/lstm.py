@@ -35,6 +35,7 @@ from .core import (
     as_tuple,
     call_student,
     is_close,
+    listing,
     problem_text,
     shortest_failing_length,
     steps_back,
@@ -65,18 +66,12 @@ def _label(name: str) -> str:
     return f"dL/d{name}" if name in PARAMS else name
 
 
-def _listing(names: Iterable[str]) -> str:
-    """``"a, b and c"``."""
-    names = list(names)
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
 def _wrong_text(wrong: list[str]) -> str:
     """The subject of a message: the wrong quantities, the first few of a long list, and the verb."""
     labels = [_label(name) for name in wrong]
     if len(labels) > 4:
         return f"{', '.join(labels[:3])} and {len(labels) - 3} more are"
-    return f"{_listing(labels)} {'is' if len(labels) == 1 else 'are'}"
+    return f"{listing(labels)} {'is' if len(labels) == 1 else 'are'}"
 
 
 def _wrong_names(got: Mapping[str, Array], expected: Mapping[str, Array], names: Iterable[str]) -> list[str]:
@@ -223,8 +218,8 @@ def _gate_note(got: Mapping[str, Array], expected: Mapping[str, Array], wrong: l
         notes.append("every abar^q_t is right (every dL/db_q is)")
     else:
         right = [q for q in GATES if q not in wrong_gates]
-        notes.append(f"of the four gates, the bias gradients of {_listing(wrong_gates)} are wrong"
-                     + (f" and those of {_listing(right)} right" if right else ""))
+        notes.append(f"of the four gates, the bias gradients of {listing(wrong_gates)} are wrong"
+                     + (f" and those of {listing(right)} right" if right else ""))
         if {"i", "f", "g"} <= set(wrong_gates):
             notes.append("i, f and g all read cbar_t: look at cbar_t first")
     return "; ".join(notes)

@@ -25,7 +25,7 @@ step (or which delay's block), on which problem, and naming a known mistake when
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import numpy as np
@@ -33,7 +33,21 @@ import numpy as np
 from .. import bptt
 from ..cells import NARX
 from ..types import Array, Params
-from .core import GradingError, as_answer, as_dict, as_tuple, call_student, first_wrong_step, is_close, problem_text
+from .core import (
+    GradingError,
+    as_answer,
+    as_dict,
+    as_tuple,
+    call_student,
+    check_names,
+    first_wrong_step,
+    is_close,
+    known_mistake,
+    listing,
+    problem_text,
+    steps_after,
+    steps_before,
+)
 
 #: the parameter keys of the NARX network
 PARAMS = ("W_xh", "W_yh", "b_h", "W_hy", "b_y")
@@ -225,37 +239,6 @@ def _gradient_mistakes(problem: Problem, ref: Reference) -> dict[str, tuple[Para
 
 
 # ----- the checks ------------------------------------------------------------------------------------------
-def _names(names: str | Iterable[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
-    """``names`` as a tuple, or ``ValueError`` (an instructor's mistake, not a student's) if one is unknown."""
-    names = (names,) if isinstance(names, str) else tuple(names)
-    if not names or any(name not in allowed for name in names):
-        raise ValueError(f"names must be among {allowed}, got {names!r}")
-    return names
-
-
-def _known_mistake(got: Array, mistakes: Mapping[str, Array], right: Array) -> str | None:
-    """The description of the first of ``mistakes`` whose array ``got`` equals, or ``None``; a mistake that
-    makes no difference on this problem (equal to the ``right`` answer, say a delay of 0) is skipped."""
-    for description, wrong in mistakes.items():
-        wrong = np.asarray(wrong)
-        if wrong.shape == got.shape and is_close(got, wrong) and not is_close(wrong, right):
-            return description
-    return None
-
-
-def _steps_before(t: int) -> str:
-    """``" (steps 1 .. t - 1 are right)"``, for a message on an answer first wrong at step ``t``."""
-    return "" if t == 1 else (" (step 1 is right)" if t == 2 else f" (steps 1 .. {t - 1} are right)")
-
-
-def _steps_after(t: int, T: int) -> str:
-    """``" (steps t + 1 .. T are right)"``, for a message on an answer last wrong at step ``t``."""
-    return "" if t == T else (f" (step {T} is right)" if t == T - 1 else f" (steps {t + 1} .. {T} are right)")
-
-
-def _and(items: list[str]) -> str:
-    """``"4"``, ``"4 and 5"``, ``"4, 5 and 6"``."""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def student_forward(narx_forward: Callable, problem: Problem) -> tuple[Array, Array]:
@@ -303,9 +286,9 @@ def check_forward(narx_forward: Callable, seeds: Iterable[int] = (0, 1, 2)) -> N
         t_y, t_h = first_wrong_step(ys, ref.ys), first_wrong_step(hs, ref.hs)
         t = min(step for step in (t_y, t_h) if step is not None) + 1
         which = "hs (the hidden layer h_t)" if t_h is not None and t_h + 1 == t else "ys (the outputs y_t)"
-        hint = None if t_y is None else _known_mistake(ys, _forward_mistakes(problem), ref.ys)
+        hint = None if t_y is None else known_mistake(ys, _forward_mistakes(problem), ref.ys)
         raise GradingError(
-            f"{which} is wrong from step t = {t} on{_steps_before(t)}, on the problem of seed {seed} {problem.text}"
+            f"{which} is wrong from step t = {t} on{steps_before(t)}, on the problem of seed {seed} {problem.text}"
             + (f": {hint}" if hint else "")
         )
 
@@ -345,9 +328,9 @@ def check_output_adjoints(output_adjoints: Callable, seeds: Iterable[int] = (0, 
             where = f"at the last step t = T = {T}, where nothing comes back: ybar_T = dys[T - 1]"
         else:
             reads = [f"{t + j}" for j in range(1, problem.d_y + 1) if t + j <= T]
-            where = (f"at step t = {t}{_steps_after(t, T)}; y_{t} is read by the step{'s' if len(reads) > 1 else ''} "
-                     f"{_and(reads)}")
-        hint = _known_mistake(ybar, _adjoint_mistakes(problem, ref.hs), ref.ybar)
+            where = (f"at step t = {t}{steps_after(t, T)}; y_{t} is read by the step{'s' if len(reads) > 1 else ''} "
+                     f"{listing(reads)}")
+        hint = known_mistake(ybar, _adjoint_mistakes(problem, ref.hs), ref.ybar)
         raise GradingError(
             f"ybar is wrong {where}, on the problem of seed {seed} {problem.text}" + (f": {hint}" if hint else "")
             + forward_note(narx_forward, problem, seed)
@@ -381,7 +364,7 @@ def check_gradients(narx_gradients: Callable, names: str | Iterable[str], seeds:
         One random problem per seed.
     """
     __tracebackhide__ = True
-    names = _names(names, GRADIENTS)
+    names = check_names(names, GRADIENTS)
     for seed in seeds:
         problem = draw_problem(seed)
         ref = reference(problem)
@@ -392,7 +375,7 @@ def check_gradients(narx_gradients: Callable, names: str | Iterable[str], seeds:
             if is_close(got[name], expected[name]):
                 continue
             mistakes = {text: ({**g, "xs": d}[name]) for text, (g, d) in _gradient_mistakes(problem, ref).items()}
-            hint = _known_mistake(got[name], mistakes, expected[name])
+            hint = known_mistake(got[name], mistakes, expected[name])
             raise GradingError(
                 f"{_where_wrong(name, got[name], expected[name], problem)}, on the problem of seed {seed} "
                 f"{problem.text}" + (f": {hint}" if hint else "")
@@ -403,7 +386,7 @@ def _where_wrong(name: str, got: Array, expected: Array, problem: Problem) -> st
     """Which part of the gradient ``name`` is wrong: the first wrong delay block, or the first wrong step."""
     if name == "xs":
         t = first_wrong_step(got, expected) + 1
-        return f"dL/dx_t is wrong from step t = {t} on{_steps_before(t)}"
+        return f"dL/dx_t is wrong from step t = {t} on{steps_before(t)}"
     if name in ("W_xh", "W_yh"):
         count, first = (problem.d_x + 1, 0) if name == "W_xh" else (problem.d_y, 1)
         pairs = zip(_blocks(got, count), _blocks(expected, count))
@@ -437,7 +420,7 @@ def check_open_loop(open_loop: Callable, seeds: Iterable[int] = (0, 1, 2)) -> No
         ys = as_answer(ys, "open_loop's ys", ref.open_ys.shape, "(T, B, n_out)")
         if not is_close(ys, ref.open_ys):
             t = first_wrong_step(ys, ref.open_ys) + 1
-            hint = _known_mistake(ys, {
+            hint = known_mistake(ys, {
                 "these are the closed loop's outputs: in open loop step t reads the measured y_{t-1}, ..., "
                 "y_{t-d_y} (ys_measured), not the network's own": ref.ys,
             }, ref.open_ys)
@@ -451,7 +434,7 @@ def check_open_loop(open_loop: Callable, seeds: Iterable[int] = (0, 1, 2)) -> No
             if is_close(got, ref.open_grads[key]):
                 continue
             through_feedback = _open_loop_through_feedback(problem)
-            hint = _known_mistake(got, {
+            hint = known_mistake(got, {
                 "it back-propagates through the feedback: in open loop the fed-back values are measurements, "
                 "constants, so ybar_t is the direct gradient dys[t - 1] alone": through_feedback[key],
                 "it is the closed loop's gradient (BPTT through the network's own outputs)": ref.grads[key],

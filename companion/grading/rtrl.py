@@ -35,6 +35,7 @@ from .core import (
     as_dict,
     as_tuple,
     call_student,
+    check_names,
     is_close,
     problem_text,
     shortest_failing_length,
@@ -233,7 +234,7 @@ def check_param_jacobian(
         One random problem per seed.
     """
     __tracebackhide__ = True
-    names = _names(names, PARAMS)
+    names = check_names(names, PARAMS)
     for seed in seeds:
         problem = draw_problem(seed)
         for t, step in enumerate(reference_steps(problem), start=1):
@@ -406,7 +407,7 @@ def check_gradient(
     summed the shares of steps 1 .. k - 1 rightly and goes wrong with step k's.
     """
     __tracebackhide__ = True
-    names = _names(names, GRADIENTS)
+    names = check_names(names, GRADIENTS)
     for seed in seeds:
         problem = draw_problem(seed)
         got, expected = student_gradients(rtrl_gradients, problem), reference_gradients(problem)
@@ -460,14 +461,6 @@ def step_note(rtrl_step: Callable | None, name: str, seed: int) -> str:
              "sum_t Pi_t^T g_t, summed over the sequences of the batch")
     return (f"; your rtrl_step is right on this problem, so look at rtrl_gradients itself: the start {start} and the "
             f"sum {total}")
-
-
-def _names(names: str | Iterable[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
-    """``names`` as a tuple, or ``ValueError`` (an instructor's mistake, not a student's) if one is unknown."""
-    names = (names,) if isinstance(names, str) else tuple(names)
-    if not names or any(name not in allowed for name in names):
-        raise ValueError(f"names must be among {allowed}, got {names!r}")
-    return names
 
 
 def _known_mistake(got: Array, mistakes: Mapping[str, Array]) -> str | None:

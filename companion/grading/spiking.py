@@ -39,7 +39,20 @@ from ..cells import LIF
 from ..cells.lif import SURROGATE_SLOPES, heaviside
 from ..cells.lif import surrogate_derivative as right_surrogate
 from ..types import Array, Params
-from .core import GradingError, as_answer, as_dict, as_tuple, call_student, first_wrong_step, is_close, problem_text
+from .core import (
+    GradingError,
+    as_answer,
+    as_dict,
+    as_tuple,
+    call_student,
+    check_names,
+    first_wrong_step,
+    is_close,
+    known_mistake,
+    problem_text,
+    steps_after,
+    steps_before,
+)
 
 #: the parameter keys of the recurrent LIF layer
 PARAMS = ("W_xh", "W_hh", "b_h")
@@ -245,30 +258,6 @@ def _gradient_mistakes(problem: Problem, ref: Reference) -> dict[str, Mapping[st
 
 
 # ----- the checks ------------------------------------------------------------------------------------------
-def _names(names: str | Iterable[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
-    """``names`` as a tuple, or ``ValueError`` (an instructor's mistake, not a student's) if one is unknown."""
-    names = (names,) if isinstance(names, str) else tuple(names)
-    if not names or any(name not in allowed for name in names):
-        raise ValueError(f"names must be among {allowed}, got {names!r}")
-    return names
-
-
-def _known_mistake(got: Array, mistakes: Mapping[str, Array], right: Array) -> str | None:
-    """The description of the first of ``mistakes`` whose array ``got`` equals, or ``None``; a mistake that
-    makes no difference on this problem (equal to the ``right`` answer) is skipped."""
-    for description, wrong in mistakes.items():
-        wrong = np.asarray(wrong)
-        if wrong.shape == got.shape and is_close(got, wrong) and not is_close(wrong, right):
-            return description
-    return None
-
-
-def _steps_before(t: int) -> str:
-    return "" if t == 1 else (" (step 1 is right)" if t == 2 else f" (steps 1 .. {t - 1} are right)")
-
-
-def _steps_after(t: int, T: int) -> str:
-    return "" if t == T else (f" (step {T} is right)" if t == T - 1 else f" (steps {t + 1} .. {T} are right)")
 
 
 def student_forward(lif_forward: Callable, problem: Problem) -> tuple[Array, Array]:
@@ -309,11 +298,11 @@ def check_forward(lif_forward: Callable, seeds: Iterable[int] = (0, 1, 2)) -> No
         which = "membranes (U_t)" if t_U is not None and t_U + 1 == t else "spikes (S_t)"
         got, right = np.concatenate([spikes, membranes]), np.concatenate([ref.spikes, ref.membranes])
         hint = next((text for text, variants in _forward_mistakes(problem).items() for s, m in variants
-                     if _known_mistake(got, {text: np.concatenate([s, m])}, right)), None)
+                     if known_mistake(got, {text: np.concatenate([s, m])}, right)), None)
         if hint is None and t_U is None:
             hint = ("the membranes are right: S_t = Theta(U_t - theta) is 1 where U_t > theta (strictly) and "
                     "0 elsewhere")
-        raise GradingError(f"{which} is wrong from step t = {t} on{_steps_before(t)}, on the problem of seed "
+        raise GradingError(f"{which} is wrong from step t = {t} on{steps_before(t)}, on the problem of seed "
                            f"{seed} {problem.text}" + (f": {hint}" if hint else ""))
     _check_tie(lif_forward)
 
@@ -355,7 +344,7 @@ def check_surrogate(surrogate_derivative: Callable, seeds: Iterable[int] = (0, 1
             right = right_surrogate(u, kind, slope)
             if is_close(got, right):
                 continue
-            hint = _known_mistake(got, _surrogate_mistakes(u, kind, slope), right)
+            hint = known_mistake(got, _surrogate_mistakes(u, kind, slope), right)
             at_zero = call_student(surrogate_derivative, "surrogate_derivative", np.zeros(1), kind, slope)
             peak = as_answer(at_zero, f"surrogate_derivative(0, {kind!r}, slope)", (1,), "(1,)")[0]
             expected_peak = 1.0 if kind == "fast_sigmoid" else slope / 2
@@ -394,8 +383,8 @@ def check_adjoints(lif_adjoints: Callable, seeds: Iterable[int] = (0, 1, 2)) -> 
         T = Ubar.shape[0]
         t = max(s for s in range(1, T + 1) if not is_close(Ubar[s - 1], ref.Ubar[s - 1]))
         where = (f"at the last step t = T = {T}, where only the direct gradient arrives: "
-                 f"Ubar_T = sigma'(U_T - theta) dhs[T - 1]" if t == T else f"at step t = {t}{_steps_after(t, T)}")
-        hint = _known_mistake(Ubar, _adjoint_mistakes(problem, ref), ref.Ubar)
+                 f"Ubar_T = sigma'(U_T - theta) dhs[T - 1]" if t == T else f"at step t = {t}{steps_after(t, T)}")
+        hint = known_mistake(Ubar, _adjoint_mistakes(problem, ref), ref.Ubar)
         raise GradingError(f"Ubar is wrong {where}, on the problem of seed {seed} {problem.text}"
                            + (f": {hint}" if hint else ""))
 
@@ -427,7 +416,7 @@ def check_gradients(lif_gradients: Callable, names: str | Iterable[str] = GRADIE
         One random problem per seed.
     """
     __tracebackhide__ = True
-    names = _names(names, GRADIENTS)
+    names = check_names(names, GRADIENTS)
     for seed in seeds:
         problem = draw_problem(seed)
         ref = reference(problem)
@@ -437,7 +426,7 @@ def check_gradients(lif_gradients: Callable, names: str | Iterable[str] = GRADIE
             if is_close(got[name], expected[name]):
                 continue
             mistakes = {text: wrong[name] for text, wrong in _gradient_mistakes(problem, ref).items() if name in wrong}
-            hint = _known_mistake(got[name], mistakes, expected[name])
+            hint = known_mistake(got[name], mistakes, expected[name])
             what = f"dL/dx_t is wrong from step t = {first_wrong_step(got[name], expected[name]) + 1} on" \
                 if name == "xs" else f"dL/d{name} is wrong"
             raise GradingError(f"{what}, on the problem of seed {seed} {problem.text}" + (f": {hint}" if hint else ""))
