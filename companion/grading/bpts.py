@@ -30,7 +30,16 @@ import numpy as np
 
 from .. import structure
 from ..types import Array, Params
-from .core import GradingError, as_answer, as_dict, as_tuple, call_student, is_close, problem_text
+from .core import (
+    GradingError,
+    as_answer,
+    as_dict,
+    as_tuple,
+    call_student,
+    check_names,
+    is_close,
+    problem_text,
+)
 
 #: the composition's parameters, whose gradients ``check_gradients`` checks
 PARAMS = ("W_xh", "W_L", "W_R", "b_h")
@@ -381,9 +390,7 @@ def check_gradients(
     node's term; a larger subtree whose parts are right means the sum over the nodes.
     """
     __tracebackhide__ = True
-    names = (names,) if isinstance(names, str) else tuple(names)
-    if not names or any(name not in PARAMS for name in names):
-        raise ValueError(f"names must be among {PARAMS}, got {names!r}")
+    names = check_names(names, PARAMS)
     for seed in seeds:
         problem = draw_problem(seed)
         got = _student_gradients(tree_gradients, problem, "")

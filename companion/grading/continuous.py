@@ -33,7 +33,17 @@ import numpy as np
 from .. import continuous
 from ..cells.ctrnn import CTRNN
 from ..types import Array, Params
-from .core import GradingError, as_answer, as_dict, as_tuple, call_student, first_wrong_step, is_close, problem_text
+from .core import (
+    GradingError,
+    as_answer,
+    as_dict,
+    as_tuple,
+    call_student,
+    check_names,
+    first_wrong_step,
+    is_close,
+    problem_text,
+)
 
 #: the parameter keys of the CTRNN, in the order of the notebook
 PARAMS = ("W_hh", "W_xh", "b_h", "tau")
@@ -347,10 +357,7 @@ def check_gradient(parameter_gradients: Callable, names: str | Iterable[str], se
     the answer must then be that step's term of the sum.
     """
     __tracebackhide__ = True
-    names = (names,) if isinstance(names, str) else tuple(names)
-    unknown = [name for name in names if name not in PARAMS]
-    if unknown or not names:
-        raise ValueError(f"names must be among {PARAMS}, got {names!r}")
+    names = check_names(names, PARAMS)
     for seed in seeds:
         problem = draw_problem(seed)
         expected = reference(problem)

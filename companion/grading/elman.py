@@ -28,6 +28,7 @@ from .core import (
     as_dict,
     as_tuple,
     call_student,
+    check_names,
     first_wrong_step,
     is_close,
     problem_text,
@@ -157,10 +158,7 @@ def check_gradient(
     gradient back from h_t to h_{t-1}.
     """
     __tracebackhide__ = True
-    names = (names,) if isinstance(names, str) else tuple(names)
-    unknown = [name for name in names if name not in GRADIENTS]
-    if unknown or not names:
-        raise ValueError(f"names must be among {GRADIENTS}, got {names!r}")
+    names = check_names(names, GRADIENTS)
     for seed in seeds:
         problem = draw_problem(seed)
         got = student_gradients(elman_gradients, problem)

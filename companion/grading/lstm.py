@@ -34,6 +34,7 @@ from .core import (
     as_dict,
     as_tuple,
     call_student,
+    check_names,
     is_close,
     listing,
     problem_text,
@@ -264,10 +265,7 @@ def check_step(lstm_step_backward: Callable, names: str | Iterable[str], seeds: 
     batch (which gate is wrong).
     """
     __tracebackhide__ = True
-    names = (names,) if isinstance(names, str) else tuple(names)
-    unknown = [name for name in names if name not in STEP_OUTPUTS]
-    if unknown or not names:
-        raise ValueError(f"names must be among {STEP_OUTPUTS}, got {names!r}")
+    names = check_names(names, STEP_OUTPUTS)
     for seed in seeds:
         problem = draw_step(seed)
         cache, expected = step_reference(problem)
