@@ -48,6 +48,7 @@ import numpy as np
 
 from . import bptt
 from .cells.base import Cell, check_cell
+from .losses import sigmoid
 from .model import split_params
 from .rtrl import unit_directions
 from .train import History, check_stream
@@ -59,6 +60,9 @@ OUTPUTS = ("linear", "sigmoid", "softmax")
 
 JACOBIANS = ("rtrl", "bptt")
 """How the measurement Jacobian is computed."""
+
+READOUT_KEYS = ("W_hy", "b_y")
+"""The keys of the readout's parameters (``companion.model.init_model``)."""
 
 
 class Layout(NamedTuple):
@@ -136,9 +140,12 @@ class ExtendedKalmanFilter:
     r : float or array, keyword-only
         The measurement noise R: a positive number, a vector ``(m,)`` of positive variances, or a symmetric
         positive definite ``(m, m)`` matrix, m the number of measurements per update.
-    groups : None, "array" or sequence of sequences of int, keyword-only
+    groups : None, "array", "unit" or sequence of sequences of int, keyword-only
         ``None``: the global EKF (one block). ``"array"``: the decoupled EKF with one block per parameter
-        array. Otherwise the blocks' flat indices into theta, a partition of ``range(n)``.
+        array. ``"unit"``: the node-decoupled EKF (Puskorius & Feldkamp), one block per unit: the
+        entries of row i of every array of the cell (unit i's incoming weights and bias) form one
+        block, and row o of the readout's ``W_hy`` and ``b_y`` another (``unit_groups``). Otherwise the
+        blocks' flat indices into theta, a partition of ``range(n)``.
 
     Attributes
     ----------
@@ -155,8 +162,18 @@ class ExtendedKalmanFilter:
         n = self.layout.size
         self.groups = _check_groups(groups, self.layout)
         self.covariances = _blocks(_check_covariance(p0, n, "p0", definite=True), self.groups, "p0")
-        self._process_noise = _blocks(_check_covariance(q, n, "q", definite=False), self.groups, "q")
-        self._r = _check_covariance(r, None, "r", definite=True)
+        self.process_noise = _blocks(_check_covariance(q, n, "q", definite=False), self.groups, "q")
+        self.measurement_noise = _check_covariance(r, None, "r", definite=True)
+
+    def set_noise(self, *, q: float | Array | None = None, r: float | Array | None = None) -> None:
+        """Change the process noise Q or the measurement noise R from the next update on (to anneal them:
+        Puskorius & Feldkamp let R = I / eta shrink and Q decay as training proceeds); the same forms
+        and checks as the constructor's. An argument left ``None`` keeps its setting."""
+        if q is not None:
+            self.process_noise = _blocks(_check_covariance(q, self.layout.size, "q", definite=False),
+                                          self.groups, "q")
+        if r is not None:
+            self.measurement_noise = _check_covariance(r, None, "r", definite=True)
 
     @property
     def covariance(self) -> Array:
@@ -194,10 +211,10 @@ class ExtendedKalmanFilter:
         check_shape(targets, (m,), "targets", "(m,) like predictions")
         jacobian = as_float_array(jacobian, "jacobian")
         check_shape(jacobian, (m, self.layout.size), "jacobian", "(m, n)")
-        noise = _expand(self._r, m, "r")
+        noise = _expand(self.measurement_noise, m, "r")
         innovation = targets - predictions
         theta = flatten(params, self.layout)
-        self.covariances = [P + Q for P, Q in zip(self.covariances, self._process_noise)]   # P^- = P + Q
+        self.covariances = [P + Q for P, Q in zip(self.covariances, self.process_noise)]   # P^- = P + Q
         steps, self.covariances = _decoupled_update(self.covariances, self.groups, jacobian, noise, innovation)
         for index, step in zip(self.groups, steps):
             theta[index] += step
@@ -313,12 +330,16 @@ def ekf_train(
     readout: bool = True,
     output: str = "linear",
     state0: State | None = None,
+    mask: Array | None = None,
 ) -> History:
     """Train on a stream with the EKF: one filter update after every step, its outputs the measurements.
 
     At step t the network advances with the current parameters, its outputs z_t of all B streams (the
     multi-stream EKF: one measurement vector of m = B k entries) and their Jacobian ``(m, n)`` are
-    computed, and ``kalman.update`` moves the parameters and the covariance.
+    computed, and ``kalman.update`` moves the parameters and the covariance. With ``mask``, only the
+    streams where ``mask[t]`` is true are measured at step t (strings of different lengths padded to one
+    T, each stream one string from ``state0``: ``companion.grammars.GrammarBatch``); a step with none is
+    skipped.
 
     Parameters
     ----------
@@ -338,12 +359,15 @@ def ekf_train(
         With ``"bptt"``, required: the truncation window (each step reruns and back-propagates k2 steps).
     readout, output, state0
         As for ``output_jacobian``.
+    mask : bool array, shape (T, B), optional, keyword-only
+        Which streams are measured at each step; all if omitted. With a mask, m changes from step to
+        step, so ``kalman``'s ``r`` must be a number.
 
     Returns
     -------
     History
-        Per step, before its update: the mean squared error of z_t against d_t, and the global norm of
-        that error's gradient through the Jacobian, (2/m) ||H^T (z_t - d_t)||.
+        Per update, before it: the mean squared error of the measured z_t against d_t, and the global
+        norm of that error's gradient through the Jacobian, (2/m) ||H^T (z_t - d_t)||.
     """
     cell = check_cell(cell)
     if not isinstance(kalman, ExtendedKalmanFilter):
@@ -357,17 +381,35 @@ def ekf_train(
     width = np.shape(params["W_hy"])[0] if readout else cell.output_width
     targets = as_float_array(targets, "targets")
     check_shape(targets, xs.shape[:2] + (width,), "targets", "(T, B, k)")
+    mask = _check_stream_mask(mask, xs.shape[:2], kalman)
     history = History()
     for t in range(xs.shape[0]):
         cell_params, readout_params = _checked_split(cell, params, readout)
         hidden = tracker.advance(cell_params, t)
+        if not mask[t].any():
+            continue
         outputs, jac = _measurement(kalman.layout, cell_params, readout_params, hidden, tracker, output)
-        z, H = outputs.reshape(-1), jac.reshape(-1, kalman.layout.size)
-        error = z - targets[t].reshape(-1)
+        z, H = outputs[mask[t]].reshape(-1), jac[mask[t]].reshape(-1, kalman.layout.size)
+        d = targets[t, mask[t]].reshape(-1)
+        error = z - d
         history.losses.append(float(np.mean(error * error)))
         history.grad_norms.append(float(np.linalg.norm(H.T @ error) * 2.0 / error.size))
-        kalman.update(params, z, targets[t].reshape(-1), H)
+        kalman.update(params, z, d, H)
     return history
+
+
+def _check_stream_mask(mask: object, steps: tuple[int, int], kalman: ExtendedKalmanFilter) -> Array:
+    """``mask`` as a bool ``(T, B)`` array (all true if ``None``); with a mask, R must be a number."""
+    if mask is None:
+        return np.ones(steps, dtype=bool)
+    mask = np.asarray(mask)
+    if mask.dtype != bool or mask.shape != steps:
+        raise ValueError(f"mask must be a bool array of shape (T, B) = {steps}, got dtype {mask.dtype} and "
+                         f"shape {mask.shape}")
+    if kalman.measurement_noise.ndim != 0:
+        raise ValueError("with a mask the number of measurements changes from step to step, so the filter's "
+                         f"r must be a number, got an array of shape {kalman.measurement_noise.shape}")
+    return mask
 
 
 class _RTRLTracker:
@@ -463,7 +505,7 @@ def _output_function(ys: Array, output: str) -> tuple[Array, Array]:
     if output == "linear":
         return ys, np.broadcast_to(np.eye(ys.shape[1]), ys.shape + ys.shape[1:])
     if output == "sigmoid":
-        z = 1.0 / (1.0 + np.exp(-ys))
+        z = sigmoid(ys)
         return z, np.einsum("bi,ij->bij", z * (1.0 - z), np.eye(ys.shape[1]))
     shifted = np.exp(ys - ys.max(axis=1, keepdims=True))
     z = shifted / shifted.sum(axis=1, keepdims=True)
@@ -509,14 +551,45 @@ def _check_layout(params: object, layout: Layout, *, in_place: bool = False) -> 
     return checked
 
 
+def unit_groups(layout: Layout) -> list[Array]:
+    """The blocks of the node-decoupled EKF: one per unit, in order of first appearance in theta.
+
+    Row i (the index along the first axis) of every array of the cell is unit i's (its incoming weights
+    and its bias: row i of ``W_xh``, ``W_hh`` and ``b_h`` for the Elman cell); row o of the readout's
+    ``W_hy`` and ``b_y`` is output unit o's. A 0-d array is a block of its own.
+
+    Parameters
+    ----------
+    layout : Layout
+        ``layout_of(params)``; the keys ``W_hy`` and ``b_y`` are the readout's.
+
+    Returns
+    -------
+    list of array of int
+        Each block's flat indices into theta, a partition of ``range(n)``.
+    """
+    owners: dict[tuple, list[Array]] = {}
+    for key, shape, part in zip(layout.keys, layout.shapes, layout.slices().values()):
+        index = np.arange(layout.size)[part].reshape(shape)
+        if index.ndim == 0:
+            owners[(key,)] = [index.reshape(1)]
+            continue
+        side = "readout" if key in READOUT_KEYS else "cell"
+        for row in range(shape[0]):
+            owners.setdefault((side, row), []).append(index[row].reshape(-1))
+    return [np.concatenate(blocks) for blocks in owners.values()]
+
+
 def _check_groups(groups: object, layout: Layout) -> list[Array]:
-    """The blocks' index arrays: one block, one per array, or a given partition of range(n) (checked)."""
+    """The blocks' index arrays: one block, one per array, one per unit, or a given partition (checked)."""
     n = layout.size
     if groups is None:
         return [np.arange(n)]
     if isinstance(groups, str):
-        if groups != "array":
-            raise ValueError(f"groups must be None, 'array' or a partition of range(n), got {groups!r}")
+        if groups not in ("array", "unit"):
+            raise ValueError(f"groups must be None, 'array', 'unit' or a partition of range(n), got {groups!r}")
+        if groups == "unit":
+            return unit_groups(layout)
         return [np.arange(n)[part] for part in layout.slices().values()]
     try:
         index = [np.asarray(group, dtype=np.int64).reshape(-1) for group in groups]

@@ -2,8 +2,8 @@
 
 A loss takes every step's output at once and gives ``(loss, dys)``, where ``dys`` is dL/dy_t for every
 step; through ``companion.readout.readout_backward`` that becomes the ``dhs`` of
-``companion.bptt.backward``. Both losses are means, so their size does not grow with T or B, and both
-agree with torch's default ``reduction="mean"``.
+``companion.bptt.backward``. All are means, so their size does not grow with T or B, and all agree with
+torch's default ``reduction="mean"``.
 """
 from __future__ import annotations
 
@@ -43,6 +43,59 @@ def mse(ys: Array, targets: Array) -> tuple[float, Array]:
     check_shape(targets, ys.shape, "targets", "the shape of ys")
     diff = ys - targets                       # y - y_hat, elementwise
     return float(np.mean(diff * diff)), (2.0 / diff.size) * diff
+
+
+def sigmoid(logits: Array) -> Array:
+    """The logistic function 1 / (1 + exp(-y)), elementwise, as (1 + tanh(y / 2)) / 2 (no overflow).
+
+    Parameters
+    ----------
+    logits : array, any shape
+
+    Returns
+    -------
+    array, the shape and float dtype of ``logits``
+        Values in [0, 1].
+    """
+    return 0.5 * (1.0 + np.tanh(0.5 * as_float_array(logits, "logits")))
+
+
+def sigmoid_mse(logits: Array, targets: Array) -> tuple[float, Array]:
+    r"""Mean squared error of sigmoid outputs z = sigma(y) against targets in [0, 1], and its gradient.
+
+    .. math::
+        L = \frac{1}{N} \sum_i (\sigma(y_i) - d_i)^2, \qquad
+        \frac{\partial L}{\partial y_i} = \frac{2}{N} (\sigma(y_i) - d_i)\, \sigma(y_i) (1 - \sigma(y_i))
+
+    over all N elements: the error that the classic trainers (and the extended Kalman filter, which
+    assumes Gaussian measurement noise on z) minimize for next-symbol prediction with multi-hot targets
+    (``companion.grammars.GrammarBatch.legal``). Agrees with
+    ``torch.nn.functional.mse_loss(torch.sigmoid(y), d)``.
+
+    Parameters
+    ----------
+    logits : array, shape (T, B, n_out)
+        The readout's y before the sigmoid (any shape; ``targets`` must have the same one).
+    targets : array, shape (T, B, n_out)
+        Targets d in [0, 1].
+
+    Returns
+    -------
+    loss : float
+    dlogits : array, shape (T, B, n_out)
+        dL/dy.
+    """
+    logits = as_float_array(logits, "logits")
+    if logits.size == 0:
+        raise ValueError(f"logits must not be empty, got shape {logits.shape}")
+    targets = as_float_array(targets, "targets")
+    check_shape(targets, logits.shape, "targets", "the shape of logits")
+    if targets.min() < 0 or targets.max() > 1:
+        raise ValueError(f"targets must lie in [0, 1] (sigmoid outputs), got values from {targets.min():.6g} "
+                         f"to {targets.max():.6g}")
+    z = sigmoid(logits)
+    diff = z - targets
+    return float(np.mean(diff * diff)), (2.0 / diff.size) * diff * z * (1.0 - z)
 
 
 def softmax(logits: Array) -> Array:

@@ -16,12 +16,12 @@ import numpy as np
 
 from . import bptt
 from .cells.base import Cell, check_cell
-from .losses import mse, softmax_cross_entropy
+from .losses import mse, sigmoid_mse, softmax_cross_entropy
 from .readout import init_readout, readout_backward, readout_forward
 from .types import Array, Params, State
 from .validation import as_rng
 
-LOSSES = {"mse": mse, "cross_entropy": softmax_cross_entropy}
+LOSSES = {"mse": mse, "sigmoid_mse": sigmoid_mse, "cross_entropy": softmax_cross_entropy}
 """name -> loss function ``(ys, targets) -> (loss, dys)``."""
 
 
@@ -43,15 +43,30 @@ def _check_no_clash(cell: Cell) -> None:
 
 
 def _check_last_step_targets(targets: object, loss: str) -> Array:
-    """The last step's targets: ``(B, n_out)`` for ``"mse"``, ``(B,)`` for ``"cross_entropy"``."""
+    """The last step's targets: ``(B, n_out)`` for ``"mse"`` and ``"sigmoid_mse"``, ``(B,)`` for
+    ``"cross_entropy"``."""
     targets = np.asarray(targets)
-    ndim, meaning = (2, "(B, n_out)") if loss == "mse" else (1, "(B,)")
+    ndim, meaning = (1, "(B,)") if loss == "cross_entropy" else (2, "(B, n_out)")
     if targets.ndim != ndim:
         raise ValueError(
             f"targets must have shape {meaning} with last_step_only=True and loss={loss!r}, "
             f"got shape {targets.shape}"
         )
     return targets
+
+
+def _check_mask(mask: object, targets: object, steps: tuple[int, int]) -> Array:
+    """``mask`` as a bool array of shape ``steps`` = (T, B) with at least one true entry, and ``targets``
+    checked to start with (T, B); else ``ValueError`` naming the argument."""
+    mask = np.asarray(mask)
+    if mask.dtype != bool or mask.shape != steps:
+        raise ValueError(f"mask must be a bool array of shape (T, B) = {steps}, got dtype {mask.dtype} and "
+                         f"shape {mask.shape}")
+    if not mask.any():
+        raise ValueError("mask must be true at one step at least (a loss over no steps is undefined)")
+    if np.shape(targets)[:2] != steps:
+        raise ValueError(f"targets must start with the (T, B) = {steps} of xs, got shape {np.shape(targets)}")
+    return mask
 
 
 def init_model(cell: Cell, n_out: int, rng: np.random.Generator | int) -> Params:
@@ -142,8 +157,9 @@ def output_loss_and_grads(
     hs : array, shape (S, B, H)
         The outputs of the S steps that have a loss.
     targets : array
-        ``(S, B, n_out)`` for ``loss="mse"``, ``(S, B)`` integer class ids for ``loss="cross_entropy"``.
-    loss : {"mse", "cross_entropy"}, keyword-only
+        ``(S, B, n_out)`` for ``loss="mse"`` and ``"sigmoid_mse"``, ``(S, B)`` integer class ids for
+        ``loss="cross_entropy"``.
+    loss : {"mse", "sigmoid_mse", "cross_entropy"}, keyword-only
         As for ``sequence_loss_and_grads`` (a mean over the S steps).
 
     Returns
@@ -174,6 +190,7 @@ def sequence_loss_and_grads(
     readout: bool = True,
     state0: State | None = None,
     last_step_only: bool = False,
+    mask: Array | None = None,
     return_final_state: bool = False,
 ) -> tuple[float, Params] | tuple[float, Params, State]:
     """The loss of the model on one batch of sequences and its gradient by full BPTT.
@@ -193,11 +210,11 @@ def sequence_loss_and_grads(
     xs : array, shape (T, B, n_in)
         Inputs, time-major.
     targets : array
-        ``(T, B, n_out)`` real values for ``loss="mse"``; ``(T, B)`` integer class ids in ``[0, n_out)``
-        for ``loss="cross_entropy"``. With ``last_step_only``, the last step's alone: ``(B, n_out)`` or
-        ``(B,)``.
-    loss : {"mse", "cross_entropy"}, keyword-only
-        ``companion.losses.mse`` or ``companion.losses.softmax_cross_entropy``, both means over all steps.
+        ``(T, B, n_out)`` real values for ``loss="mse"`` (values in [0, 1] for ``"sigmoid_mse"``);
+        ``(T, B)`` integer class ids in ``[0, n_out)`` for ``loss="cross_entropy"``. With
+        ``last_step_only``, the last step's alone: ``(B, n_out)`` or ``(B,)``.
+    loss : {"mse", "sigmoid_mse", "cross_entropy"}, keyword-only
+        ``companion.losses.mse``, ``sigmoid_mse`` or ``softmax_cross_entropy``, means over all steps.
     readout : bool, keyword-only
         As for ``predict``.
     state0 : State, optional, keyword-only
@@ -205,6 +222,10 @@ def sequence_loss_and_grads(
     last_step_only : bool, keyword-only
         Put the loss on the last step's output y_T alone (a sequence-to-one task) instead of on every
         step.
+    mask : bool array, shape (T, B), optional, keyword-only
+        Only the steps where ``mask`` is true have a loss, which is the mean over those steps (strings
+        of different lengths padded to one T, ``companion.grammars.GrammarBatch.mask``); the padded
+        steps' targets are ignored. Not with ``last_step_only``.
     return_final_state : bool, keyword-only
         Also return the state after the last step, to start the next window of the same stream from
         (``companion.train.train(..., carry_state=True)``). No gradient flows back through it into this
@@ -222,11 +243,21 @@ def sequence_loss_and_grads(
     check_loss(loss)
     cell_params, readout_params = split_params(cell, params, readout)
     if last_step_only:
+        if mask is not None:
+            raise ValueError("mask and last_step_only cannot be combined: last_step_only already puts the "
+                             "loss on one step")
         targets = _check_last_step_targets(targets, loss)[None]             # (1, B, ...)
     hs, cache = bptt.forward(cell, cell_params, xs, state0)                  # (T, B, H)
-    seen = hs[-1:] if last_step_only else hs                                 # the steps with a loss
+    if mask is not None:
+        mask = _check_mask(mask, targets, hs.shape[:2])
+        seen, targets = hs[mask][:, None], np.asarray(targets)[mask][:, None]   # the S steps with a loss, (S, 1, ...)
+    else:
+        seen = hs[-1:] if last_step_only else hs                             # the steps with a loss
     value, grads, d_seen = output_loss_and_grads(readout_params, seen, targets, loss=loss)  # dL/dh_t
-    if last_step_only:
+    if mask is not None:
+        dhs = np.zeros(hs.shape, dtype=d_seen.dtype)                         # no loss on padded steps
+        dhs[mask] = d_seen[:, 0]
+    elif last_step_only:
         dhs = np.zeros(hs.shape, dtype=d_seen.dtype)                         # no loss before step T
         dhs[-1] = d_seen[0]                                                  # dL/dh_T, (B, H)
     else:

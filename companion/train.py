@@ -9,6 +9,12 @@ stream_windows``), and the state at the end of one window is where the next one 
 ``loss_and_grads(params, batch, state0)`` returns ``(loss, grads, final_state)``, and the loop hands
 ``final_state`` to the next call. This is how a long stream is trained window by window.
 
+With ``accumulate=k`` each update averages the gradients of k consecutive batches. The two schedules of
+the Stuttgart Neural Network Simulator (SNNS) are the two ends: *online* (update after every pattern:
+batches of one sequence, ``accumulate=1``) and *batch* (BBPTT, QPTT: one update per pass over the N
+patterns of the training set, ``accumulate=N``). SNNS sums the patterns' gradients where this loop
+averages them, so its learning rate is this loop's divided by N.
+
 The online loops of the course (``truncation.online_tbptt``, ``rtrl.online_rtrl``, ``eprop.online_eprop``,
 ``uoro.online_uoro``) share this module's checks of their arguments (``check_optimizer_and_clip``,
 ``check_stream``) and its update (``apply_update``: clip, optimizer step, record), so every loop clips and
@@ -38,9 +44,10 @@ class History:
     Attributes
     ----------
     losses : list of float
-        The loss of each step's batch, before that step's update.
+        The loss of each step's batch (the mean over its batches with ``accumulate``), before that step's
+        update.
     grad_norms : list of float
-        The global L2 norm of each step's gradients, before clipping.
+        The global L2 norm of each step's gradients (averaged over its batches), before clipping.
     """
 
     losses: list[float] = field(default_factory=list)
@@ -91,15 +98,17 @@ def train(
     *,
     steps: int,
     clip: float | None = None,
+    accumulate: int = 1,
     carry_state: bool = False,
     progress: bool = True,
     description: str = "training",
 ) -> History:
-    """Take ``steps`` optimizer steps, one batch each, updating ``params`` in place.
+    """Take ``steps`` optimizer steps, ``accumulate`` batches each, updating ``params`` in place.
 
-    Each step: ``loss, grads = loss_and_grads(params, batch)``; if ``clip`` is given, rescale ``grads``
-    to global norm at most ``clip`` (``companion.optim.clip_grad_norm``); ``optimizer.step(params, grads)``.
-    Nothing random happens inside: the same inputs give the same history.
+    Each step: ``loss, grads = loss_and_grads(params, batch)`` for each of its ``accumulate`` batches
+    (all at the same ``params``), averaged; if ``clip`` is given, rescale ``grads`` to global norm at most
+    ``clip`` (``companion.optim.clip_grad_norm``); ``optimizer.step(params, grads)``. Nothing random
+    happens inside: the same inputs give the same history.
 
     Parameters
     ----------
@@ -111,13 +120,16 @@ def train(
     optimizer : Optimizer
         ``SGD``, ``Momentum`` or ``Adam`` from ``companion.optim`` (anything with ``step(params, grads)``).
     batches : iterable
-        Yields the batch of each step, in order; must yield at least ``steps`` batches. Use
+        Yields the batches in order; must yield at least ``steps * accumulate`` batches. Use
         ``itertools.repeat(batch)`` to train on one fixed batch, or a generator drawing a fresh batch from
         a task each step.
     steps : int, keyword-only
         Number of steps.
     clip : float, optional, keyword-only
         Maximum global gradient norm; no clipping if omitted.
+    accumulate : int, keyword-only
+        Batches per update, their gradients averaged: 1 is the online schedule, the number of batches
+        of an epoch the batch schedule (see the module's docstring).
     carry_state : bool, keyword-only
         Start each batch from the final state of the previous one (``None``, the zero state, for the
         first): for consecutive windows of the same streams.
@@ -137,24 +149,34 @@ def train(
     if not isinstance(batches, Iterable):
         raise ValueError(f"batches must be an iterable of batches, got {type(batches).__name__}")
     steps = check_positive_int(steps, "steps")
+    accumulate = check_positive_int(accumulate, "accumulate")
 
     history = History()
     state: State | None = None
     report_every = max(1, steps // 10)
     batch_iterator = iter(batches)
+    used = 0
     with tqdm(total=steps, desc=description, disable=not progress, file=sys.stderr) as bar:
         for step in range(steps):
-            try:
-                batch = next(batch_iterator)
-            except StopIteration:
-                raise ValueError(f"batches ran out after {step} batches; steps={steps} needs {steps}") from None
-            if carry_state:
-                loss, grads, state = loss_and_grads(params, batch, state)
-            else:
-                loss, grads = loss_and_grads(params, batch)
-            loss = float(loss)
-            if not math.isfinite(loss):
-                raise ValueError(f"loss_and_grads returned a non-finite loss ({loss}) at step {step}")
+            losses, summed = [], None
+            for _ in range(accumulate):
+                try:
+                    batch = next(batch_iterator)
+                except StopIteration:
+                    raise ValueError(f"batches ran out after {used} batches; steps={steps} with "
+                                     f"accumulate={accumulate} needs {steps * accumulate}") from None
+                used += 1
+                if carry_state:
+                    loss, grads, state = loss_and_grads(params, batch, state)
+                else:
+                    loss, grads = loss_and_grads(params, batch)
+                loss = float(loss)
+                if not math.isfinite(loss):
+                    raise ValueError(f"loss_and_grads returned a non-finite loss ({loss}) at step {step}")
+                losses.append(loss)
+                summed = grads if summed is None else {key: summed[key] + grads[key] for key in summed}
+            if accumulate > 1:
+                loss, grads = sum(losses) / accumulate, {key: value / accumulate for key, value in summed.items()}
             apply_update(params, grads, optimizer, history, loss, clip=clip)
             if (step + 1) % report_every == 0 or step + 1 == steps:
                 bar.set_postfix(loss=f"{loss:.4g}", refresh=False)

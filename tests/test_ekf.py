@@ -7,7 +7,8 @@
   the short form P - K H P loses it.
 * The decoupled filter is the global one restricted to the blocks of a block-diagonal covariance.
 * The measurement Jacobians by RTRL and by BPTT equal each other and central differences.
-* Training lowers the loss of a small Elman network on a delay task.
+* Training lowers the loss of a small Elman network on a delay task; the node-decoupled blocks are the
+  units' incoming weights; annealed noise acts from the next update; a mask drops streams exactly.
 """
 import numpy as np
 import pytest
@@ -313,8 +314,8 @@ def test_bad_groups_are_refused():
         ekf.ExtendedKalmanFilter(params, groups=[[0, 1], [1, 2, 3]])
     with pytest.raises(ValueError, match=r"groups must partition"):
         ekf.ExtendedKalmanFilter(params, groups=[[0, 1, 2, 3], []])
-    with pytest.raises(ValueError, match="groups must be None, 'array'"):
-        ekf.ExtendedKalmanFilter(params, groups="unit")
+    with pytest.raises(ValueError, match="groups must be None, 'array', 'unit'"):
+        ekf.ExtendedKalmanFilter(params, groups="node")
     coupled = np.eye(4) + 0.1 * (np.eye(4, k=2) + np.eye(4, k=-2))
     with pytest.raises(ValueError, match="p0 must be block diagonal over the groups"):
         ekf.ExtendedKalmanFilter(params, p0=coupled, groups="array")
@@ -342,3 +343,86 @@ def test_bad_training_arguments_are_refused():
     other = ekf.ExtendedKalmanFilter({key: params[key] for key in cell.param_shapes()})
     with pytest.raises(ValueError, match="params must be a dict with exactly the keys"):
         ekf.ekf_train(cell, params, xs, targets, other)
+
+
+# ----- node decoupling, annealing, masks ----------------------------------------------------------------
+def test_unit_groups_are_the_incoming_weights_of_each_unit():
+    cell, params, _ = _elman_problem(H=3, n_out=3)                     # as many outputs as hidden units
+    layout = ekf.layout_of(params)
+    owner = {}                                                          # every entry labelled by its unit
+    for key, value in params.items():
+        side = 100 if key in ("W_hy", "b_y") else 0
+        owner[key] = np.broadcast_to((side + np.arange(value.shape[0])).reshape((-1,) + (1,) * (value.ndim - 1)),
+                                     value.shape).astype(float)
+    labels = ekf.flatten(owner, layout)
+    blocks = ekf.ExtendedKalmanFilter(params, groups="unit").groups
+    assert [labels[block[0]] for block in blocks] == [0, 1, 2, 100, 101, 102]
+    for block in blocks:
+        assert np.all(labels[block] == labels[block[0]])                # one unit per block
+    assert sorted(np.concatenate(blocks).tolist()) == list(range(layout.size))
+    assert [block.size for block in blocks] == [2 + 3 + 1] * 3 + [3 + 1] * 3   # W_xh, W_hh, b_h rows; W_hy, b_y rows
+
+
+def test_set_noise_acts_from_the_next_update():
+    rng = np.random.default_rng(3)
+    params = {"a": rng.normal(size=3)}
+    H, y = rng.normal(size=(2, 3)), rng.normal(size=2)
+    annealed = ekf.ExtendedKalmanFilter(params, p0=2.0, q=0.3, r=1.0)
+    annealed.set_noise(q=0.01, r=np.array([0.5, 0.2]))
+    fresh = ekf.ExtendedKalmanFilter(params, p0=2.0, q=0.01, r=np.array([0.5, 0.2]))
+    first, second = dict(a=params["a"].copy()), dict(a=params["a"].copy())
+    annealed.update(first, H @ first["a"], y, H)
+    fresh.update(second, H @ second["a"], y, H)
+    np.testing.assert_array_equal(first["a"], second["a"])
+    np.testing.assert_array_equal(annealed.covariance, fresh.covariance)
+    with pytest.raises(ValueError, match="r must be positive definite"):
+        annealed.set_noise(r=0.0)
+    with pytest.raises(ValueError, match="q must be positive semidefinite"):
+        annealed.set_noise(q=-1.0)
+
+
+def test_a_padded_stream_trains_as_the_unpadded_one():
+    cell, params, xs = _elman_problem(T=6, B=1)
+    targets = np.random.default_rng(1).uniform(size=(6, 1, 2))
+    short, padded = {k: v.copy() for k, v in params.items()}, {k: v.copy() for k, v in params.items()}
+    mask = np.arange(6)[:, None] < 4                                    # the string ends after 4 steps
+    garbage = np.where(mask[..., None], xs, 5.0)
+    k_short = ekf.ExtendedKalmanFilter(short, p0=0.5, q=1e-3, r=0.3)
+    k_padded = ekf.ExtendedKalmanFilter(padded, p0=0.5, q=1e-3, r=0.3)
+    h_short = ekf.ekf_train(cell, short, xs[:4], targets[:4], k_short, output="sigmoid")
+    h_padded = ekf.ekf_train(cell, padded, garbage, np.where(mask[..., None], targets, 1.0), k_padded,
+                             output="sigmoid", mask=mask)
+    assert h_padded.steps == h_short.steps == 4
+    assert h_padded.losses == h_short.losses
+    for key in params:
+        np.testing.assert_array_equal(padded[key], short[key])
+
+
+@pytest.mark.parametrize("jacobian, k2", [("rtrl", None), ("bptt", 2)])
+def test_an_unmeasured_stream_changes_nothing(jacobian, k2):
+    cell, params, xs = _elman_problem(T=5, B=2)
+    targets = np.random.default_rng(2).normal(size=(5, 2, 2))
+    alone, both = {k: v.copy() for k, v in params.items()}, {k: v.copy() for k, v in params.items()}
+    mask = np.zeros((5, 2), dtype=bool)
+    mask[:, 0] = True
+    ekf.ekf_train(cell, alone, xs[:, :1], targets[:, :1], ekf.ExtendedKalmanFilter(alone, r=0.5),
+                  jacobian=jacobian, k2=k2)
+    ekf.ekf_train(cell, both, xs, targets, ekf.ExtendedKalmanFilter(both, r=0.5), jacobian=jacobian, k2=k2,
+                  mask=mask)
+    for key in params:
+        np.testing.assert_allclose(both[key], alone[key], rtol=1e-12, atol=1e-14)
+    unmasked = {k: v.copy() for k, v in params.items()}
+    ekf.ekf_train(cell, unmasked, xs, targets, ekf.ExtendedKalmanFilter(unmasked, r=0.5), jacobian=jacobian, k2=k2)
+    assert not np.allclose(unmasked["W_hh"], alone["W_hh"])             # the second stream does count unmasked
+
+
+def test_bad_masks_are_refused():
+    cell, params, xs = _elman_problem()
+    targets = np.zeros((5, 2, 2))
+    with pytest.raises(ValueError, match=r"mask must be a bool array of shape \(T, B\) = \(5, 2\)"):
+        ekf.ekf_train(cell, params, xs, targets, ekf.ExtendedKalmanFilter(params), mask=np.ones((5, 3), bool))
+    with pytest.raises(ValueError, match="mask must be a bool array"):
+        ekf.ekf_train(cell, params, xs, targets, ekf.ExtendedKalmanFilter(params), mask=np.ones((5, 2)))
+    with pytest.raises(ValueError, match="the filter's r must be a number"):
+        ekf.ekf_train(cell, params, xs, targets, ekf.ExtendedKalmanFilter(params, r=np.ones(4)),
+                      mask=np.ones((5, 2), bool))
