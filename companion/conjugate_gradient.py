@@ -212,14 +212,14 @@ class CGResult(NamedTuple):
     restarts : list of bool
         Whether d_k was the steepest-descent direction -g_k (K entries; true for k = 0).
     evaluations : list of int
-        For every iterate, how many ``loss_and_grads`` calls had been made when it was accepted (0 for
-        x_0: counted from the call after the first); with ``strong_wolfe`` and ``backtracking`` the
-        iterate is the point of that call.
+        For every iterate, how many ``loss_and_grads`` calls had been made when it was accepted (1 for
+        x_0, the first call); with ``strong_wolfe`` and ``backtracking`` the iterate is the point of the
+        last of those calls.
     calls : int
         How many times ``loss_and_grads`` was called in all.
     stopped : str
-        ``"tolerance"`` (gradient norm at most ``tolerance``), ``"iterations"`` or ``"line search"``
-        (no step satisfied the line search's condition).
+        ``"tolerance"`` (gradient norm at most ``tolerance``), ``"iterations"``, ``"calls"`` (``max_calls``
+        reached) or ``"line search"`` (no step satisfied the line search's condition).
     """
 
     losses: list[float]
@@ -241,6 +241,7 @@ def conjugate_gradient(
     restart_every: int | None = None,
     initial_step: float = 1.0,
     tolerance: float = 0.0,
+    max_calls: int | None = None,
 ) -> CGResult:
     r"""Minimize a loss by nonlinear conjugate gradients, Polak-Ribière+ with restarts and a line search.
 
@@ -281,6 +282,9 @@ def conjugate_gradient(
         The first trial step of the first line search.
     tolerance : float, keyword-only
         Stop when the global gradient norm is at most this (non-negative; 0 runs all iterations).
+    max_calls : int, optional, keyword-only
+        Stop after the first iteration that brings the number of ``loss_and_grads`` calls to this or
+        more (a budget of gradient evaluations; the last line search may overshoot it by its own calls).
 
     Returns
     -------
@@ -298,13 +302,14 @@ def conjugate_gradient(
     restart_every = size if restart_every is None else check_positive_int(restart_every, "restart_every")
     step = check_positive_float(initial_step, "initial_step")
     tolerance = _check_non_negative(tolerance, "tolerance")
+    max_calls = None if max_calls is None else check_positive_int(max_calls, "max_calls")
     calls = [0]
     evaluate = _counted(loss_and_grads, params, calls)
     start = {key: value.copy() for key, value in params.items()}
     loss, grads = evaluate(start)
     if not math.isfinite(loss):
         raise ValueError(f"loss_and_grads must return a finite loss at the starting params, got {loss!r}")
-    result = CGResult([loss], [_global_norm(grads)], [], [], [], [0], 0, "iterations")
+    result = CGResult([loss], [_global_norm(grads)], [], [], [], [1], 0, "iterations")
     direction, prev_grads, prev_slope = None, None, None
     for k in range(iterations):
         if result.grad_norms[-1] <= tolerance:
@@ -322,6 +327,8 @@ def conjugate_gradient(
         prev_grads, prev_slope = grads, slope
         loss, grads = found.loss, found.grads
         _record(result, loss, grads, found.step, beta, calls[0])
+        if max_calls is not None and calls[0] >= max_calls:
+            return result._replace(calls=calls[0], stopped="calls")
     stopped = "tolerance" if result.grad_norms[-1] <= tolerance else "iterations"
     return result._replace(calls=calls[0], stopped=stopped)
 

@@ -35,7 +35,7 @@ class Logged:
 
     def iterates(self, result):
         """(x_k, loss_k, g_k) of every accepted iterate, by the evaluation numbers the result reports."""
-        return [self.calls[number - 1] if number else self.calls[0] for number in result.evaluations]
+        return [self.calls[number - 1] for number in result.evaluations]
 
 
 def _quadratic_loss(A, b):
@@ -94,6 +94,14 @@ def test_rosenbrock_is_minimized():
     assert result.stopped == "tolerance"
     np.testing.assert_allclose(params["x"], [1.0, 1.0], rtol=0, atol=1e-7)
     assert all(later < earlier for earlier, later in zip(result.losses, result.losses[1:]))
+
+
+def test_a_budget_of_calls_stops_after_the_iteration_that_reaches_it():
+    logged = _rosenbrock()
+    result = conjugate_gradient(logged, {"x": np.array([-1.2, 1.0])}, iterations=200, max_calls=25)
+    assert result.stopped == "calls"
+    assert result.calls == len(logged.calls) == result.evaluations[-1] >= 25
+    assert result.evaluations[-2] < 25 <= result.evaluations[-1]       # the iteration before had not reached it
 
 
 def _directions(iterates, result):
@@ -200,6 +208,7 @@ def _zero(params):
     ({"iterations": 1, "initial_step": 0.0}, "initial_step must be a finite positive number"),
     ({"iterations": 1, "tolerance": -1.0}, "tolerance must be a finite non-negative number"),
     ({"iterations": 1, "line_search": 3}, "line_search must be callable"),
+    ({"iterations": 1, "max_calls": 0}, "max_calls must be a positive integer"),
 ])
 def test_bad_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
