@@ -184,6 +184,22 @@ WRONG_SUBMISSIONS: dict[str, dict[str, Wrong]] = {
             {"check_adjoints": "the reset is differentiated"},
         ),
     },
+    "classic_training": {
+        "rprop_without_forgetting": Wrong(
+            [Edit("irprop_minus_step",
+                  "    grad = np.where(agreement < 0, 0.0, grad)        # forget the gradient after a sign change\n", "")],
+            {"check_irprop": "you forgot to zero the remembered gradient"},
+        ),
+        "joseph_short_form": Wrong(
+            [Edit("joseph_update", "return A @ P @ A.T + K @ R @ K.T", "return A @ P")],
+            {"check_joseph": "it is the short form (I - K H) P"},
+        ),
+        "decoupled_per_block_S": Wrong(
+            [Edit("decoupled_ekf_update", "K_g = np.linalg.solve(S, H_g @ P_g).T",
+                  "K_g = np.linalg.solve(R + share, H_g @ P_g).T")],
+            {"check_decoupled": "each group used its own S_g = R + H_g P_g H_g^T"},
+        ),
+    },
 }
 
 ASSIGNMENTS = pipeline.assignment_names()

@@ -16,9 +16,11 @@ disagrees. The assignments' autograded test cells call these checks.
 * ``bpts``: assignment 7, a recursive network on trees: forward pass, loss, BPTS node by node, the tied
   weights' gradients;
 * ``spiking``: assignment 8, a recurrent LIF layer: forward pass with resets, snntorch's surrogates, the
-  backward recursion through membrane and spikes, the gradients.
+  backward recursion through membrane and spikes, the gradients;
+* ``classic``: assignment 9, iRprop-, the Polak-Ribiere+ direction, the Joseph form, the global and the
+  decoupled EKF update.
 """
-from . import bpts, continuous, core, elman, lstm, narx, rtrl, spiking, truncation
+from . import bpts, classic, continuous, core, elman, lstm, narx, rtrl, spiking, truncation
 from .core import GradingError
 
-__all__ = ["GradingError", "bpts", "continuous", "core", "elman", "lstm", "narx", "rtrl", "spiking", "truncation"]
+__all__ = ["GradingError", "bpts", "classic", "continuous", "core", "elman", "lstm", "narx", "rtrl", "spiking", "truncation"]
