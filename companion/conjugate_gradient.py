@@ -315,7 +315,7 @@ def conjugate_gradient(
         if result.grad_norms[-1] <= tolerance:
             return result._replace(calls=calls[0], stopped="tolerance")
         restart = k % restart_every == 0
-        direction, beta, slope = _next_direction(grads, None if restart else prev_grads, direction)
+        direction, beta, slope = next_direction(grads, None if restart else prev_grads, direction)
         if k > 0:
             step = result.step_sizes[-1] * prev_slope / slope                 # Nocedal & Wright's choice
         x = {key: value.copy() for key, value in params.items()}
@@ -342,10 +342,28 @@ def _line(evaluate: Callable[[Params], tuple[float, Params]], x: Params, directi
     return phi
 
 
-def _next_direction(grads: Params, prev_grads: Params | None, prev_direction: Params | None
-                    ) -> tuple[Params, float, float]:
-    """The search direction ``(d, beta, g . d)``: -g + beta d_prev with Polak-Ribiere+'s beta, or -g where
-    ``prev_grads`` is ``None`` (a restart) or where the combination would not point downhill."""
+def next_direction(grads: Params, prev_grads: Params | None, prev_direction: Params | None
+                   ) -> tuple[Params, float, float]:
+    """The search direction of ``conjugate_gradient``: -g + beta d_prev with Polak-Ribiere+'s beta, or -g
+    (beta = 0) where ``prev_grads`` is ``None`` (a restart) or where the combination would not point
+    downhill.
+
+    Parameters
+    ----------
+    grads : dict of arrays
+        g, the gradient at the current point (any shapes, taken as one vector).
+    prev_grads, prev_direction : dict of arrays or None
+        The previous gradient and direction, keyed and shaped as ``grads``; ``None`` at a restart.
+
+    Returns
+    -------
+    direction : dict of arrays
+        d, keyed and shaped as ``grads``.
+    beta : float
+        The beta used (0 where the direction restarted).
+    slope : float
+        g . d, negative.
+    """
     beta = 0.0 if prev_grads is None else _polak_ribiere_plus(grads, prev_grads)
     direction = _combine(grads, -1.0, prev_direction if beta > 0 else None, beta)
     slope = _dot(grads, direction)

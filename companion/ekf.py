@@ -166,8 +166,8 @@ class ExtendedKalmanFilter:
         self.measurement_noise = _check_covariance(r, None, "r", definite=True)
 
     def set_noise(self, *, q: float | Array | None = None, r: float | Array | None = None) -> None:
-        """Change the process noise Q or the measurement noise R from the next update on (to anneal them:
-        Puskorius & Feldkamp let R = I / eta shrink and Q decay as training proceeds); the same forms
+        """Change the process noise Q or the measurement noise R from the next update on, to anneal them
+        (R = I / eta read as a learning rate eta: a large R early, a smaller one later); the same forms
         and checks as the constructor's. An argument left ``None`` keeps its setting."""
         if q is not None:
             self.process_noise = _blocks(_check_covariance(q, self.layout.size, "q", definite=False),

@@ -138,7 +138,7 @@ def string_is_predicted(cell: Cell, params: Params, batch: GrammarBatch) -> Arra
 
 
 def train_method(method: str, cell: Cell, params: Params, task: GrammarTask, *, epochs: int,
-                 seed: int = 0, settings: dict[str, float] | None = None) -> TrainingRun:
+                 seed: int = 0, settings: dict[str, float] | None = None, record: bool = True) -> TrainingRun:
     """Train ``params`` in place with one of the ``METHODS`` for ``epochs`` passes' worth of presentations.
 
     Parameters
@@ -158,6 +158,10 @@ def train_method(method: str, cell: Cell, params: Params, task: GrammarTask, *, 
         every pass).
     settings : dict, optional, keyword-only
         Entries that replace the method's ``SETTINGS``.
+    record : bool, keyword-only
+        Evaluate the objective on the whole training set at the start and after every pass, outside the
+        budget and the timing. ``False`` leaves only the records a method makes anyway (the full-batch
+        methods' and the line searches'): for measuring what the training itself holds in memory.
 
     Returns
     -------
@@ -174,13 +178,19 @@ def train_method(method: str, cell: Cell, params: Params, task: GrammarTask, *, 
     if unknown:
         raise ValueError(f"settings of {method!r} are {sorted(chosen)}, got unknown {unknown}")
     chosen.update(settings or {})
-    run = TrainingRun(method)
+    run = TrainingRun(method) if record else _Unrecorded(method)
     METHODS[method](cell, params, task, epochs, as_rng(seed), chosen, run)
     return run
 
 
+class _Unrecorded(TrainingRun):
+    """A ``TrainingRun`` for ``record=False``: ``_record`` leaves it alone."""
+
+
 # ----- the methods: (cell, params, task, epochs, rng, settings, run) -> None, filling run ------------------
 def _record(run: TrainingRun, cell: Cell, params: Params, task: GrammarTask, presentations: int) -> None:
+    if isinstance(run, _Unrecorded):
+        return
     run.presentations.append(presentations)
     run.losses.append(objective(cell, params, task.batch)[0])
 

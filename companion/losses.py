@@ -13,6 +13,16 @@ from .types import Array
 from .validation import as_float_array, check_shape
 
 
+def _check_outputs_and_targets(outputs: object, targets: object, name: str) -> tuple[Array, Array]:
+    """``outputs`` (named ``name``) and ``targets`` as finite float arrays of one non-empty shape."""
+    outputs = as_float_array(outputs, name)
+    if outputs.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {outputs.shape}")
+    targets = as_float_array(targets, "targets")
+    check_shape(targets, outputs.shape, "targets", f"the shape of {name}")
+    return outputs, targets
+
+
 def mse(ys: Array, targets: Array) -> tuple[float, Array]:
     r"""Mean squared error over every element, and its gradient.
 
@@ -36,11 +46,7 @@ def mse(ys: Array, targets: Array) -> tuple[float, Array]:
     dys : array, shape (T, B, n_out)
         dL/dys.
     """
-    ys = as_float_array(ys, "ys")
-    if ys.size == 0:
-        raise ValueError(f"ys must not be empty, got shape {ys.shape}")
-    targets = as_float_array(targets, "targets")
-    check_shape(targets, ys.shape, "targets", "the shape of ys")
+    ys, targets = _check_outputs_and_targets(ys, targets, "ys")
     diff = ys - targets                       # y - y_hat, elementwise
     return float(np.mean(diff * diff)), (2.0 / diff.size) * diff
 
@@ -85,11 +91,7 @@ def sigmoid_mse(logits: Array, targets: Array) -> tuple[float, Array]:
     dlogits : array, shape (T, B, n_out)
         dL/dy.
     """
-    logits = as_float_array(logits, "logits")
-    if logits.size == 0:
-        raise ValueError(f"logits must not be empty, got shape {logits.shape}")
-    targets = as_float_array(targets, "targets")
-    check_shape(targets, logits.shape, "targets", "the shape of logits")
+    logits, targets = _check_outputs_and_targets(logits, targets, "logits")
     if targets.min() < 0 or targets.max() > 1:
         raise ValueError(f"targets must lie in [0, 1] (sigmoid outputs), got values from {targets.min():.6g} "
                          f"to {targets.max():.6g}")

@@ -10,10 +10,9 @@ stream_windows``), and the state at the end of one window is where the next one 
 ``final_state`` to the next call. This is how a long stream is trained window by window.
 
 With ``accumulate=k`` each update averages the gradients of k consecutive batches. The two schedules of
-the Stuttgart Neural Network Simulator (SNNS) are the two ends: *online* (update after every pattern:
-batches of one sequence, ``accumulate=1``) and *batch* (BBPTT, QPTT: one update per pass over the N
-patterns of the training set, ``accumulate=N``). SNNS sums the patterns' gradients where this loop
-averages them, so its learning rate is this loop's divided by N.
+the Stuttgart Neural Network Simulator (SNNS) are the two ends: *online* (BPTT: update after every
+pattern, batches of one sequence, ``accumulate=1``) and *batch* (BBPTT, QPTT: the patterns' gradients
+averaged over the N patterns of the training set, one update per pass, ``accumulate=N``).
 
 The online loops of the course (``truncation.online_tbptt``, ``rtrl.online_rtrl``, ``eprop.online_eprop``,
 ``uoro.online_uoro``) share this module's checks of their arguments (``check_optimizer_and_clip``,

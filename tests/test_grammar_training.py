@@ -49,6 +49,17 @@ def test_every_method_spends_its_budget_and_records_the_objective(method):
         np.testing.assert_array_equal(again[key], params[key])
 
 
+@pytest.mark.parametrize("method", ["bptt_online", "rprop", "ndekf_rtrl"])
+def test_without_records_the_training_is_the_same(method):
+    cell, params, task = _problem()
+    quiet = {key: value.copy() for key, value in params.items()}
+    gt.train_method(method, cell, params, task, epochs=EPOCHS, seed=1)
+    run = gt.train_method(method, cell, quiet, task, epochs=EPOCHS, seed=1, record=False)
+    for key in params:
+        np.testing.assert_array_equal(quiet[key], params[key])
+    assert len(run.losses) == (EPOCHS if method == "rprop" else 0)     # full batch: the steps' own losses
+
+
 def _by_hand(cell, params, task, online, lr, beta, seed):
     velocity = {key: np.zeros_like(value) for key, value in params.items()}
     rng = np.random.default_rng(seed)

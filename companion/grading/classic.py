@@ -7,7 +7,7 @@ The student writes, in numpy, the update rules of chapter "Training algorithms f
   of every entry (``companion.optim.Rprop``, which is ``torch.optim.Rprop``);
 * ``polak_ribiere_direction(grad, prev_grad, prev_direction) -> (direction, beta)``: the search direction
   of nonlinear conjugate gradients, Polak-Ribiere+ with its restarts (``prev_grad`` and
-  ``prev_direction`` ``None`` at a restart; ``companion.conjugate_gradient._next_direction``);
+  ``prev_direction`` ``None`` at a restart; ``companion.conjugate_gradient.next_direction``);
 * ``joseph_update(P, K, H, R) -> P``: the Joseph form (I - K H) P (I - K H)^T + K R K^T for any gain K
   (``companion.ekf.joseph_update``);
 * ``ekf_update(theta, P, predictions, targets, H, R, Q) -> (theta, P)``: one step of the global EKF,
@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import ekf
-from ..conjugate_gradient import _next_direction
+from ..conjugate_gradient import next_direction
 from ..optim import Rprop
 from ..types import Array
 from .core import (
@@ -344,9 +344,9 @@ def draw_direction_problem(seed: int) -> list[DirectionCase]:
 
 
 def reference_direction(case: DirectionCase) -> tuple[Array, float]:
-    """(d, beta) of ``companion.conjugate_gradient._next_direction`` for ``case``."""
+    """(d, beta) of ``companion.conjugate_gradient.next_direction`` for ``case``."""
     wrap = (lambda value: None if value is None else {"x": value})
-    direction, beta, _ = _next_direction({"x": case.grad}, wrap(case.prev_grad), wrap(case.prev_direction))
+    direction, beta, _ = next_direction({"x": case.grad}, wrap(case.prev_grad), wrap(case.prev_direction))
     return direction["x"], float(beta)
 
 
@@ -385,7 +385,7 @@ def _direction_mistakes(case: DirectionCase, beta: float) -> dict[str, Array]:
 
 
 def check_polak_ribiere(polak_ribiere_direction: Callable, seeds: Iterable[int] = (0, 1, 2)) -> None:
-    """Raise ``GradingError`` unless ``polak_ribiere_direction`` gives ``_next_direction``'s d and beta in every
+    """Raise ``GradingError`` unless ``polak_ribiere_direction`` gives ``next_direction``'s d and beta in every
     case of every seed's problem.
 
     Parameters
