@@ -633,13 +633,17 @@ def _expand(setting: Array, size: int, name: str) -> Array:
 
 
 def _blocks(setting: Array, groups: list[Array], name: str) -> list[Array]:
-    """The diagonal blocks of a covariance setting over ``groups``; a matrix must be block diagonal."""
-    full = _expand(setting, sum(group.size for group in groups), name)
-    if len(groups) > 1 and setting.ndim == 2:
-        mask = np.ones(full.shape, dtype=bool)
+    """The diagonal blocks of a covariance setting over ``groups``; a matrix must be block diagonal. A number
+    or a vector of variances gives each block directly, without the whole n x n matrix."""
+    if setting.ndim == 0:
+        return [float(setting) * np.eye(index.size) for index in groups]
+    if setting.ndim == 1:
+        return [np.diag(setting[index]) for index in groups]
+    if len(groups) > 1:
+        mask = np.ones(setting.shape, dtype=bool)
         for index in groups:
             mask[np.ix_(index, index)] = False
-        if np.any(full[mask] != 0):
+        if np.any(setting[mask] != 0):
             raise ValueError(f"{name} must be block diagonal over the groups of the decoupled EKF "
                              "(no covariance between groups)")
-    return [full[np.ix_(index, index)].copy() for index in groups]
+    return [setting[np.ix_(index, index)].copy() for index in groups]

@@ -240,7 +240,7 @@ def test_lite_site_indexes_the_companion_wheel_for_piplite(lite_site):
 # ---------------------------------------------------------------------------------------- chapters run
 
 
-SLOW_CHAPTERS = {"adding_problem"}
+SLOW_CHAPTERS = {"adding_problem", "classic_training"}
 """Chapters without torch cells whose run is slow: checked only with BPTT_LITE_RUN_CHAPTERS=1."""
 
 RUN_ALL = os.environ.get("BPTT_LITE_RUN_CHAPTERS") == "1"
