@@ -14,10 +14,12 @@ needs it is called, so both stay optional:
   training loop, the course's data;
 * ``conjugate_gradient``: nonlinear conjugate gradients (Polak-Ribière+, restarts) with strong-Wolfe or
   Armijo line searches, over a parameter dict;
-* ``ekf``: training a network's parameters with the extended Kalman filter (global or decoupled, Joseph
-  form), the measurement Jacobian by RTRL or truncated BPTT;
+* ``ekf``: training a network's parameters with the extended Kalman filter (global, decoupled or
+  node-decoupled, Joseph form), the measurement Jacobian by RTRL or truncated BPTT;
 * ``grammars``: formal languages for next-symbol prediction (the embedded Reber grammar, a^n b^n,
   a^n b^n c^n): samplers, recognizers, legal-next targets, padded encodings, exact and Monte-Carlo entropy;
+* ``grammar_training``: the classic trainers (SNNS schedules, Quickprop, iRprop-, line searches, EKF)
+  behind one function with one budget of presentations, on a grammar task;
 * ``truncation``: truncated BPTT(k2; k1), online, randomized (unbiased) and adaptive truncation;
 * ``checkpointing``: memory-efficient BPTT: the optimal recomputation policies within a memory budget
   (hidden states, internal states, mixed; the sqrt(T) scheme) and a runner with full BPTT's gradients;
@@ -47,6 +49,7 @@ from . import (
     fused,
     gradcheck,
     grading,
+    grammar_training,
     grammars,
     losses,
     model,
@@ -63,7 +66,7 @@ from . import (
 )
 
 __all__ = [
-    "bptt", "cells", "checkpointing", "conjugate_gradient", "continuous", "diagrams", "ekf", "eprop", "fused", "gradcheck", "grading", "grammars", "losses", "model", "optim", "plots", "readout",
+    "bptt", "cells", "checkpointing", "conjugate_gradient", "continuous", "diagrams", "ekf", "eprop", "fused", "gradcheck", "grading", "grammar_training", "grammars", "losses", "model", "optim", "plots", "readout",
     "rtrl", "structure", "tasks", "torch_ref", "train", "truncation", "uoro",
 ]
 __version__ = "0.1.0"
