@@ -240,8 +240,9 @@ def _line_searches(restart_every: int | None):
 
     def method(cell, params, task, epochs, rng, settings, run):
         start = time.perf_counter()
+        # every line search calls at least once, so the budget of calls stops it before the iterations run out
         result = conjugate_gradient(functools.partial(objective, cell, batch=task.batch), params,
-                                    iterations=10 * epochs, max_calls=epochs, restart_every=restart_every)
+                                    iterations=epochs, max_calls=epochs, restart_every=restart_every)
         run.seconds += time.perf_counter() - start
         run.presentations.extend([0] + [task.size * calls for calls in result.evaluations[1:]])
         run.losses.extend(result.losses)

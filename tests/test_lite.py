@@ -6,8 +6,8 @@ browser: Pyodide's numpy is fetched from Pyodide's CDN at run time (README, "Run
 browser (JupyterLite)").
 
 Every transformed chapter also runs top to bottom in a local kernel in which ``import torch`` fails, as it
-does in the browser. The adding-problem chapter has no torch cell, and its training takes half a minute,
-so it runs only with ``BPTT_LITE_RUN_CHAPTERS=1``.
+does in the browser. The adding-problem and training-algorithms chapters have no torch cell (nbval runs
+them unchanged) and take 10 to 30 seconds, so they run only with ``BPTT_LITE_RUN_CHAPTERS=1``.
 """
 from __future__ import annotations
 
