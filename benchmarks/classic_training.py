@@ -1,7 +1,7 @@
 """The classic trainers on the embedded Reber grammar and a^n b^n: the runs of the chapter "Training
 algorithms for recurrent networks", stored in book/data/classic_training.json.
 
-Run by hand from the top folder (about 15 minutes on one core of the course's machines; numpy's BLAS is
+Run by hand from the top folder (about 10 minutes on one core of the course's machines; numpy's BLAS is
 held to one thread, as in the chapters: the EKF's small matrix products only lose time to a second one):
 
     .venv/bin/python benchmarks/classic_training.py
