@@ -38,6 +38,7 @@ from .core import (
     call_student,
     check_names,
     is_close,
+    other_part_note,
     problem_text,
 )
 
@@ -241,13 +242,8 @@ def student_states(tree_forward: Callable, problem: Problem) -> dict[str, Array]
 
 def forward_note(tree_forward: Callable | None, seed: int) -> str:
     """What a message says of the student's forward pass: right, wrong, or nothing if not given."""
-    if tree_forward is None:
-        return ""
-    try:
-        check_forward(tree_forward, (seed,))
-    except GradingError:
-        return "; your tree_forward is wrong too (this check gives your function the right states)"
-    return "; your tree_forward is right"
+    return other_part_note(tree_forward, [check_forward], seed, right="; your tree_forward is right",
+                           wrong="; your tree_forward is wrong too (this check gives your function the right states)")
 
 
 # ----- checks -----------------------------------------------------------------------------------------------
@@ -458,10 +454,5 @@ def _one_node_mistake(problem: Problem, name: str, path: str, got: Array) -> str
 
 def _adjoints_note(tree_adjoints: Callable | None, seed: int) -> str:
     """What a message says of the student's adjoints: right, wrong, or nothing if not given."""
-    if tree_adjoints is None:
-        return ""
-    try:
-        check_adjoints(tree_adjoints, (seed,))
-    except GradingError:
-        return "; your tree_adjoints is wrong too (this check gives tree_gradients the right adjoints)"
-    return "; your tree_adjoints is right"
+    return other_part_note(tree_adjoints, [check_adjoints], seed, right="; your tree_adjoints is right",
+                           wrong="; your tree_adjoints is wrong too (this check gives tree_gradients the right adjoints)")

@@ -33,14 +33,15 @@ from ..conjugate_gradient import next_direction
 from ..optim import Rprop
 from ..types import Array
 from .core import (
-    TOLERANCE,
     GradingError,
+    TOLERANCE,
     as_answer,
     as_tuple,
     call_student,
     is_close,
     known_mistake,
     listing,
+    other_part_note,
     problem_text,
     steps_before,
 )
@@ -605,13 +606,8 @@ def check_ekf_update(ekf_update: Callable, seeds: Iterable[int] = (0, 1, 2), *,
 
 def _joseph_note(joseph_update: Callable | None, seed: int) -> str:
     """What a message says of the student's ``joseph_update``: right, wrong, or nothing if not given."""
-    if joseph_update is None:
-        return ""
-    try:
-        check_joseph(joseph_update, (seed,))
-    except GradingError:
-        return "; your joseph_update is wrong too (see its check)"
-    return "; your joseph_update is right"
+    return other_part_note(joseph_update, [check_joseph], seed, right="; your joseph_update is right",
+                           wrong="; your joseph_update is wrong too (see its check)")
 
 
 # ------------------------------------------------------------------------------------- the decoupled EKF

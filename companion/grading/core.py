@@ -104,6 +104,38 @@ def first_wrong_step(got: Array, expected: Array) -> int | None:
     return None
 
 
+def first_wrong_output(outputs: Mapping[str, tuple[Array, Array]]) -> tuple[int, str] | None:
+    """The earliest step at which any of several outputs goes wrong, and which output it is.
+
+    ``outputs`` maps a name to ``(got, expected)`` (time-major arrays, ``first_wrong_step``'s arguments).
+    Where several go wrong at the same step, the first in the mapping's order is named. Returns
+    ``(t, name)`` with ``t`` 0-based, or ``None`` when every output is right at every step.
+    """
+    wrong = [(t, order, name) for order, (name, (got, expected)) in enumerate(outputs.items())
+             if (t := first_wrong_step(got, expected)) is not None]
+    if not wrong:
+        return None
+    t, _, name = min(wrong)
+    return t, name
+
+
+def other_part_note(function: Callable | None, checks: Iterable[Callable[[Callable, tuple[int]], None]],
+                    seed: int, *, wrong: str, right: str) -> str:
+    """What a message says of another part of the student's work on the problem of ``seed``.
+
+    ``""`` if ``function`` was not given; ``wrong`` if any of ``checks`` (each called as
+    ``check(function, (seed,))``) raises ``GradingError``; ``right`` otherwise.
+    """
+    if function is None:
+        return ""
+    try:
+        for check in checks:
+            check(function, (seed,))
+    except GradingError:
+        return wrong
+    return right
+
+
 def shortest_failing_length(
     T: int, is_right: Callable[[int], bool]
 ) -> int | None:

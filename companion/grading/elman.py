@@ -31,6 +31,7 @@ from .core import (
     check_names,
     first_wrong_step,
     is_close,
+    other_part_note,
     problem_text,
     shortest_failing_length,
     steps_back,
@@ -125,13 +126,8 @@ def check_forward(elman_loss: Callable, seeds: Iterable[int] = (0, 1, 2)) -> Non
 
 def forward_note(elman_loss: Callable | None, seed: int) -> str:
     """What a message says of the student's forward pass: right, wrong, or nothing if not given."""
-    if elman_loss is None:
-        return ""
-    try:
-        check_forward(elman_loss, (seed,))
-    except GradingError:
-        return "; your forward pass is wrong too (this check gives elman_gradients the right hs)"
-    return "; your forward pass is right"
+    return other_part_note(elman_loss, [check_forward], seed, right="; your forward pass is right",
+                           wrong="; your forward pass is wrong too (this check gives elman_gradients the right hs)")
 
 
 def check_gradient(

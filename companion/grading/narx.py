@@ -40,6 +40,7 @@ from .core import (
     as_tuple,
     call_student,
     check_names,
+    first_wrong_output,
     first_wrong_step,
     is_close,
     known_mistake,
@@ -283,10 +284,9 @@ def check_forward(narx_forward: Callable, seeds: Iterable[int] = (0, 1, 2)) -> N
         ys, hs = student_forward(narx_forward, problem)
         if is_close(ys, ref.ys) and is_close(hs, ref.hs):
             continue
-        t_y, t_h = first_wrong_step(ys, ref.ys), first_wrong_step(hs, ref.hs)
-        t = min(step for step in (t_y, t_h) if step is not None) + 1
-        which = "hs (the hidden layer h_t)" if t_h is not None and t_h + 1 == t else "ys (the outputs y_t)"
-        hint = None if t_y is None else known_mistake(ys, _forward_mistakes(problem), ref.ys)
+        t, which = first_wrong_output({"hs (the hidden layer h_t)": (hs, ref.hs), "ys (the outputs y_t)": (ys, ref.ys)})
+        t += 1
+        hint = None if first_wrong_step(ys, ref.ys) is None else known_mistake(ys, _forward_mistakes(problem), ref.ys)
         raise GradingError(
             f"{which} is wrong from step t = {t} on{steps_before(t)}, on the problem of seed {seed} {problem.text}"
             + (f": {hint}" if hint else "")

@@ -37,6 +37,7 @@ from .core import (
     call_student,
     check_names,
     is_close,
+    other_part_note,
     problem_text,
     shortest_failing_length,
 )
@@ -361,14 +362,10 @@ def _step_mistakes(key: str, step: Step, previous: Array) -> dict[str, Array]:
 
 def jacobians_note(immediate_jacobians: Callable | None, seed: int) -> str:
     """What a message says of the student's ``immediate_jacobians``: right, wrong, or nothing if not given."""
-    if immediate_jacobians is None:
-        return ""
-    try:
-        check_state_jacobian(immediate_jacobians, (seed,))
-        check_param_jacobian(immediate_jacobians, PARAMS, (seed,))
-    except GradingError:
-        return "; your immediate_jacobians is wrong on this problem too (see its checks)"
-    return "; your immediate_jacobians is right on this problem"
+    checks = [check_state_jacobian, lambda function, seeds: check_param_jacobian(function, PARAMS, seeds)]
+    return other_part_note(immediate_jacobians, checks, seed,
+                           right="; your immediate_jacobians is right on this problem",
+                           wrong="; your immediate_jacobians is wrong on this problem too (see its checks)")
 
 
 def student_gradients(rtrl_gradients: Callable, problem: Problem) -> dict[str, Array]:
@@ -450,17 +447,14 @@ def _gradient_mistakes(name: str, problem: Problem) -> dict[str, Array]:
 
 def step_note(rtrl_step: Callable | None, name: str, seed: int) -> str:
     """What a message says of the student's ``rtrl_step``: wrong, or right and where to look instead."""
-    if rtrl_step is None:
-        return ""
-    try:
-        check_rtrl_step(rtrl_step, (seed,))
-    except GradingError:
-        return "; your rtrl_step is wrong on this problem too (see its check): fix it first"
     start = "Pi^0_0 = I" if name == "h0" else "Pi_0 = 0"
     total = ("sum_t (Pi^0_t)^T g_t, per sequence" if name == "h0" else
              "sum_t Pi_t^T g_t, summed over the sequences of the batch")
-    return (f"; your rtrl_step is right on this problem, so look at rtrl_gradients itself: the start {start} and the "
-            f"sum {total}")
+    return other_part_note(
+        rtrl_step, [check_rtrl_step], seed,
+        wrong="; your rtrl_step is wrong on this problem too (see its check): fix it first",
+        right=f"; your rtrl_step is right on this problem, so look at rtrl_gradients itself: the start {start} and "
+              f"the sum {total}")
 
 
 def _known_mistake(got: Array, mistakes: Mapping[str, Array]) -> str | None:

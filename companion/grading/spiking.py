@@ -46,6 +46,7 @@ from .core import (
     as_tuple,
     call_student,
     check_names,
+    first_wrong_output,
     first_wrong_step,
     is_close,
     known_mistake,
@@ -293,13 +294,13 @@ def check_forward(lif_forward: Callable, seeds: Iterable[int] = (0, 1, 2)) -> No
         spikes, membranes = student_forward(lif_forward, problem)
         if is_close(membranes, ref.membranes) and is_close(spikes, ref.spikes):
             continue
-        t_U, t_S = first_wrong_step(membranes, ref.membranes), first_wrong_step(spikes, ref.spikes)
-        t = min(step for step in (t_U, t_S) if step is not None) + 1
-        which = "membranes (U_t)" if t_U is not None and t_U + 1 == t else "spikes (S_t)"
+        t, which = first_wrong_output({"membranes (U_t)": (membranes, ref.membranes),
+                                       "spikes (S_t)": (spikes, ref.spikes)})
+        t += 1
         got, right = np.concatenate([spikes, membranes]), np.concatenate([ref.spikes, ref.membranes])
         hint = next((text for text, variants in _forward_mistakes(problem).items() for s, m in variants
                      if known_mistake(got, {text: np.concatenate([s, m])}, right)), None)
-        if hint is None and t_U is None:
+        if hint is None and first_wrong_step(membranes, ref.membranes) is None:
             hint = ("the membranes are right: S_t = Theta(U_t - theta) is 1 where U_t > theta (strictly) and "
                     "0 elsewhere")
         raise GradingError(f"{which} is wrong from step t = {t} on{steps_before(t)}, on the problem of seed "
