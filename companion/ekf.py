@@ -53,7 +53,7 @@ from .model import split_params
 from .rtrl import unit_directions
 from .train import History, check_stream
 from .types import Array, Params, State
-from .validation import as_float_array, check_positive_int, check_shape
+from .validation import as_float_array, check_positive_int, check_shape, check_step_mask
 
 OUTPUTS = ("linear", "sigmoid", "softmax")
 """The output nonlinearities z = f(y) applied to the readout's y_t before it is compared with the targets."""
@@ -402,10 +402,7 @@ def _check_stream_mask(mask: object, steps: tuple[int, int], kalman: ExtendedKal
     """``mask`` as a bool ``(T, B)`` array (all true if ``None``); with a mask, R must be a number."""
     if mask is None:
         return np.ones(steps, dtype=bool)
-    mask = np.asarray(mask)
-    if mask.dtype != bool or mask.shape != steps:
-        raise ValueError(f"mask must be a bool array of shape (T, B) = {steps}, got dtype {mask.dtype} and "
-                         f"shape {mask.shape}")
+    mask = check_step_mask(mask, steps)
     if kalman.measurement_noise.ndim != 0:
         raise ValueError("with a mask the number of measurements changes from step to step, so the filter's "
                          f"r must be a number, got an array of shape {kalman.measurement_noise.shape}")

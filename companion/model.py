@@ -19,7 +19,7 @@ from .cells.base import Cell, check_cell
 from .losses import mse, sigmoid_mse, softmax_cross_entropy
 from .readout import init_readout, readout_backward, readout_forward
 from .types import Array, Params, State
-from .validation import as_rng
+from .validation import as_rng, check_step_mask
 
 LOSSES = {"mse": mse, "sigmoid_mse": sigmoid_mse, "cross_entropy": softmax_cross_entropy}
 """name -> loss function ``(ys, targets) -> (loss, dys)``."""
@@ -58,10 +58,7 @@ def _check_last_step_targets(targets: object, loss: str) -> Array:
 def _check_mask(mask: object, targets: object, steps: tuple[int, int]) -> Array:
     """``mask`` as a bool array of shape ``steps`` = (T, B) with at least one true entry, and ``targets``
     checked to start with (T, B); else ``ValueError`` naming the argument."""
-    mask = np.asarray(mask)
-    if mask.dtype != bool or mask.shape != steps:
-        raise ValueError(f"mask must be a bool array of shape (T, B) = {steps}, got dtype {mask.dtype} and "
-                         f"shape {mask.shape}")
+    mask = check_step_mask(mask, steps)
     if not mask.any():
         raise ValueError("mask must be true at one step at least (a loss over no steps is undefined)")
     if np.shape(targets)[:2] != steps:

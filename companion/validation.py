@@ -64,6 +64,15 @@ def check_params(params: object, shapes: Mapping[str, tuple[int, ...]], name: st
     return checked
 
 
+def check_step_mask(mask: object, steps: tuple[int, int], name: str = "mask") -> Array:
+    """``mask`` as a bool array of shape ``steps`` = (T, B): which steps of which sequences count."""
+    mask = np.asarray(mask)
+    if mask.dtype != bool or mask.shape != steps:
+        raise ValueError(f"{name} must be a bool array of shape (T, B) = {steps}, got dtype {mask.dtype} and "
+                         f"shape {mask.shape}")
+    return mask
+
+
 def check_positive_int(value: object, name: str) -> int:
     """Return ``value`` as an ``int`` if it is a positive integer, else raise ``ValueError``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
